@@ -1,0 +1,4 @@
+export * from './errors.js';
+export * from './numbers.js';
+export * from './memory.js';
+export * from './registry.js';
