@@ -1,0 +1,58 @@
+/**
+ * The `pmi` command tree. Each action is a thin call into a command module; option
+ * parsing, exit codes and error rendering are handled here once for all commands.
+ */
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { isPmiError, parseSafeNumber, parseSize, PmiError } from '@pmi/core';
+import { sourceCommand } from './commands/source.js';
+import { readCommand } from './commands/read.js';
+import { grepCommand } from './commands/grep.js';
+
+/** Commander argument parser adapter: our typed E_USAGE errors become commander usage errors (exit 2). */
+function arg<T>(parse: (text: string) => T): (text: string) => T {
+  return (text: string) => {
+    try {
+      return parse(text);
+    } catch (e) {
+      throw new InvalidArgumentError(isPmiError(e) ? e.message : String(e));
+    }
+  };
+}
+
+export type Action = (...args: unknown[]) => Promise<number>;
+
+export function buildProgram(run: (action: () => Promise<number>) => Promise<void>): Command {
+  const program = new Command('pmi')
+    .description('Physical Machine Introspection: read and analyse a machine\'s physical memory from outside')
+    .addOption(new Option('-s, --source <uri>', 'target to read (default: $PMI_SOURCE, else the single running lab VM)'))
+    .option('--json', 'print one JSON document on stdout (errors as JSON on stderr)')
+    .showHelpAfterError('(run `pmi --help` for usage)')
+    .enablePositionalOptions(false);
+
+  program
+    .command('source')
+    .description('describe the target: source kind, read-only/live, physical ranges')
+    .option('--ranges', 'print only the physical ranges, as a table')
+    .action((o, cmd: Command) => run(() => sourceCommand(cmd.optsWithGlobals())));
+
+  program
+    .command('read')
+    .description('read physical memory: raw bytes to stdout (default), --hex for a hexdump -C view')
+    .argument('<addr>', 'physical address (0x hex or decimal)', arg((t) => parseSafeNumber(t, 'address')))
+    .argument('<len>', 'length in bytes (0x hex, decimal, or 4K/1M)', arg((t) => parseSize(t, 'length')))
+    .option('--hex', 'print a hexdump -C style dump')
+    .action((addr: number, len: number, _o, cmd: Command) => run(() => readCommand(addr, len, cmd.optsWithGlobals())))
+    .addHelpText('after', '\nIf any byte cannot be read nothing is written and pmi exits 1 naming the address.');
+
+  program
+    .command('grep')
+    .description('search all physical memory for a string (or --hex bytes); rows of address + preview')
+    .argument('<pattern>', 'text to find (UTF-8), or hex bytes with --hex')
+    .option('--hex', 'pattern is hex bytes, e.g. "9f eb 01 00"')
+    .option('--max <n>', 'stop after n matches', arg((t) => parseSafeNumber(t, '--max')), 100)
+    .action((pattern: string, _o, cmd: Command) => run(() => grepCommand(pattern, cmd.optsWithGlobals())));
+
+  return program;
+}
+
+export { PmiError };
