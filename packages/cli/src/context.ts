@@ -19,7 +19,10 @@ export interface ResolvedSource {
 }
 
 /** --source, else $PMI_SOURCE, else the single running lab VM, else a typed error saying how to name one. */
-export async function resolveSourceUri(opts: GlobalOptions, env: NodeJS.ProcessEnv = process.env): Promise<ResolvedSource> {
+export async function resolveSourceUri(
+  opts: GlobalOptions,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<ResolvedSource> {
   if (opts.source) return { uri: opts.source, via: 'option' };
   if (env.PMI_SOURCE) return { uri: env.PMI_SOURCE, via: 'env' };
   const vms = await listLabVms();
@@ -45,7 +48,11 @@ export async function openTarget(opts: GlobalOptions, writable = false): Promise
 }
 
 /** Run fn with an opened target and always close it. */
-export async function withTarget<T>(opts: GlobalOptions, fn: (mem: PhysicalMemory) => Promise<T>, writable = false): Promise<T> {
+export async function withTarget<T>(
+  opts: GlobalOptions,
+  fn: (mem: PhysicalMemory) => Promise<T>,
+  writable = false,
+): Promise<T> {
   const mem = await openTarget(opts, writable);
   try {
     return await fn(mem);

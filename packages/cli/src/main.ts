@@ -15,25 +15,30 @@ export const EXIT_PARTIAL = 3;
 export async function main(argv: string[]): Promise<number> {
   let status = EXIT_OK;
   const json = argv.includes('--json');
-  const program = buildProgram(async (action) => {
-    try {
-      status = await action();
-    } catch (e) {
-      const err = asPmiError(e, 'cli');
-      printError(err, { json });
-      status = err.code === 'E_USAGE' ? EXIT_USAGE : EXIT_ERROR;
-    }
-  });
-  program.exitOverride();
-  if (json) {
-    // Usage errors in --json mode are JSON too, so scripts parse one format.
-    program.configureOutput({
-      writeErr: (s) => {
-        if (!/^error:/.test(s.trim())) process.stderr.write(s);
-      },
-      outputError: (s) => process.stderr.write(JSON.stringify({ error: { code: 'E_USAGE', message: s.trim().replace(/^error: /, '') } }) + '\n'),
-    });
-  }
+  const program = buildProgram(
+    async (action) => {
+      try {
+        status = await action();
+      } catch (e) {
+        const err = asPmiError(e, 'cli');
+        printError(err, { json });
+        status = err.code === 'E_USAGE' ? EXIT_USAGE : EXIT_ERROR;
+      }
+    },
+    (program) => {
+      program.exitOverride();
+      if (json) {
+        // Usage errors in --json mode are JSON too, so scripts parse one format.
+        program.configureOutput({
+          writeErr: () => {}, // the hint after an error is plain text; JSON mode prints only the error object
+          outputError: (s) =>
+            process.stderr.write(
+              JSON.stringify({ error: { code: 'E_USAGE', message: s.trim().replace(/^error: /, '') } }) + '\n',
+            ),
+        });
+      }
+    },
+  );
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (e) {

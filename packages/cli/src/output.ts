@@ -37,9 +37,21 @@ export function printRows<Row extends object>(
     head: columns.map((c) => c.header ?? c.key.toUpperCase()),
     colAligns: columns.map((c) => c.align ?? 'left'),
     chars: {
-      top: '', 'top-mid': '', 'top-left': '', 'top-right': '',
-      bottom: '', 'bottom-mid': '', 'bottom-left': '', 'bottom-right': '',
-      left: '', 'left-mid': '', mid: '', 'mid-mid': '', right: '', 'right-mid': '', middle: '  ',
+      top: '',
+      'top-mid': '',
+      'top-left': '',
+      'top-right': '',
+      bottom: '',
+      'bottom-mid': '',
+      'bottom-left': '',
+      'bottom-right': '',
+      left: '',
+      'left-mid': '',
+      mid: '',
+      'mid-mid': '',
+      right: '',
+      'right-mid': '',
+      middle: '  ',
     },
     style: { head: [], border: [], 'padding-left': 0, 'padding-right': 0 },
   });
@@ -86,11 +98,11 @@ export function hexdump(bytes: Uint8Array, base: bigint): string {
   const lines: string[] = [];
   let prev = '';
   let starred = false;
-  const width = base + BigInt(bytes.length) > 0xffffffffn ? 16 : 8;
+  const width = 8; // like hexdump's %08.8_Ax: at least 8 digits, more when the address needs them
   for (let off = 0; off < bytes.length; off += 16) {
     const chunk = bytes.subarray(off, Math.min(off + 16, bytes.length));
     const key = Buffer.from(chunk).toString('hex');
-    if (key === prev && chunk.length === 16 && off + 16 < bytes.length) {
+    if (key === prev && chunk.length === 16) {
       if (!starred) lines.push('*');
       starred = true;
       continue;

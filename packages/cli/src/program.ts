@@ -21,10 +21,21 @@ function arg<T>(parse: (text: string) => T): (text: string) => T {
 
 export type Action = (...args: unknown[]) => Promise<number>;
 
-export function buildProgram(run: (action: () => Promise<number>) => Promise<void>): Command {
-  const program = new Command('pmi')
-    .description('Physical Machine Introspection: read and analyse a machine\'s physical memory from outside')
-    .addOption(new Option('-s, --source <uri>', 'target to read (default: $PMI_SOURCE, else the single running lab VM)'))
+/**
+ * `configure` runs before any subcommand is added: commander copies exitOverride and
+ * output settings into subcommands only when they are created.
+ */
+export function buildProgram(
+  run: (action: () => Promise<number>) => Promise<void>,
+  configure: (program: Command) => void = () => {},
+): Command {
+  const program = new Command('pmi');
+  configure(program);
+  program
+    .description("Physical Machine Introspection: read and analyse a machine's physical memory from outside")
+    .addOption(
+      new Option('-s, --source <uri>', 'target to read (default: $PMI_SOURCE, else the single running lab VM)'),
+    )
     .option('--json', 'print one JSON document on stdout (errors as JSON on stderr)')
     .showHelpAfterError('(run `pmi --help` for usage)')
     .enablePositionalOptions(false);
@@ -38,8 +49,16 @@ export function buildProgram(run: (action: () => Promise<number>) => Promise<voi
   program
     .command('read')
     .description('read physical memory: raw bytes to stdout (default), --hex for a hexdump -C view')
-    .argument('<addr>', 'physical address (0x hex or decimal)', arg((t) => parseSafeNumber(t, 'address')))
-    .argument('<len>', 'length in bytes (0x hex, decimal, or 4K/1M)', arg((t) => parseSize(t, 'length')))
+    .argument(
+      '<addr>',
+      'physical address (0x hex or decimal)',
+      arg((t) => parseSafeNumber(t, 'address')),
+    )
+    .argument(
+      '<len>',
+      'length in bytes (0x hex, decimal, or 4K/1M)',
+      arg((t) => parseSize(t, 'length')),
+    )
     .option('--hex', 'print a hexdump -C style dump')
     .action((addr: number, len: number, _o, cmd: Command) => run(() => readCommand(addr, len, cmd.optsWithGlobals())))
     .addHelpText('after', '\nIf any byte cannot be read nothing is written and pmi exits 1 naming the address.');
@@ -49,7 +68,12 @@ export function buildProgram(run: (action: () => Promise<number>) => Promise<voi
     .description('search all physical memory for a string (or --hex bytes); rows of address + preview')
     .argument('<pattern>', 'text to find (UTF-8), or hex bytes with --hex')
     .option('--hex', 'pattern is hex bytes, e.g. "9f eb 01 00"')
-    .option('--max <n>', 'stop after n matches', arg((t) => parseSafeNumber(t, '--max')), 100)
+    .option(
+      '--max <n>',
+      'stop after n matches',
+      arg((t) => parseSafeNumber(t, '--max')),
+      100,
+    )
     .action((pattern: string, _o, cmd: Command) => run(() => grepCommand(pattern, cmd.optsWithGlobals())));
 
   return program;

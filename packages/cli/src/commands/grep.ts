@@ -52,12 +52,19 @@ export function parsePattern(text: string, isHex: boolean): Uint8Array {
   if (!isHex) return Buffer.from(text, 'utf8');
   const clean = text.replace(/[\s:]/g, '');
   if (!/^([0-9a-fA-F]{2})+$/.test(clean)) {
-    throw new PmiError('E_USAGE', 'cli', `invalid hex pattern '${text}': expected pairs of hex digits, e.g. "9f eb 01 00"`);
+    throw new PmiError(
+      'E_USAGE',
+      'cli',
+      `invalid hex pattern '${text}': expected pairs of hex digits, e.g. "9f eb 01 00"`,
+    );
   }
   return Buffer.from(clean, 'hex');
 }
 
-export async function grepCommand(pattern: string, opts: GlobalOptions & { hex?: boolean; max: number }): Promise<number> {
+export async function grepCommand(
+  pattern: string,
+  opts: GlobalOptions & { hex?: boolean; max: number },
+): Promise<number> {
   const needle = parsePattern(pattern, !!opts.hex);
   return withTarget(opts, async (mem) => {
     const { rows, truncated } = await grepPhysical(mem, needle, opts.max);

@@ -28,7 +28,9 @@ export async function readCommand(
   opts: GlobalOptions & { hex?: boolean },
 ): Promise<number> {
   if (len > MAX_READ_BYTES) {
-    throw new PmiError('E_USAGE', 'cli', `length ${len} exceeds the ${MAX_READ_BYTES}-byte limit of one read`, { length: len });
+    throw new PmiError('E_USAGE', 'cli', `length ${len} exceeds the ${MAX_READ_BYTES}-byte limit of one read`, {
+      length: len,
+    });
   }
   return withTarget(opts, async (mem) => {
     const bytes = await readAll(mem, addrText, len);
