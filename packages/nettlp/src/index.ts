@@ -1,0 +1,2 @@
+export * from './codec/tlp.js';
+export { PcapWriter } from './pcap/writer.js';
