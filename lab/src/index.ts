@@ -1,0 +1,30 @@
+export { KERNELS, resolveKernel, fetchKernel, kernelModules, readModinfo, kernelCacheDir } from './kernels.js';
+export type { KernelSpec, KernelId, FetchedKernel, FetchOptions, ModuleFile } from './kernels.js';
+export { buildInitramfs, isStaticElf, WORKLOAD, WORKLOAD_MODULES } from './initramfs.js';
+export { buildCpio, parseCpio } from './cpio.js';
+export type { CpioEntry } from './cpio.js';
+export { runOnChannel } from './channel.js';
+export type { RunResult, ChannelRunOptions } from './channel.js';
+export { QmpClient, qmpOnce } from './qmp.js';
+export { listLabVms, findLabVm, labSourceUri, statePath, isVmProcessAlive } from './state.js';
+export type { LabVmState } from './state.js';
+export {
+  parseTruth,
+  parseProcModules,
+  parseKallsyms,
+  parseProcNetTcp,
+  parsePsListing,
+  parseMeminfo,
+  parseIomem,
+  splitSections,
+  decodeProcNetAddress,
+  withoutDescendants,
+  withoutLabMachinery,
+  hexAddr,
+  TRUTH_SCRIPT,
+  KALLSYMS_SCRIPT,
+} from './truth.js';
+export type { GroundTruth, PsEntry, ModuleEntry, KallsymsEntry, NetTcpEntry, IomemEntry } from './truth.js';
+export { LabVm, startLabVm, openLabVm, stopAllLabVms, qemuArgs, parseMemory, PANIC_RE } from './vm.js';
+export type { StartOptions, Paging } from './vm.js';
+export { cacheRoot, stateDir } from './util.js';

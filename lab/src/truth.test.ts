@@ -1,0 +1,127 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import {
+  decodeProcNetAddress,
+  hexAddr,
+  parseIomem,
+  parseKallsyms,
+  parseProcModules,
+  parseProcNetTcp,
+  parseTruth,
+  splitSections,
+} from './truth.js';
+import { PANIC_RE } from './vm.js';
+
+const fixture = (n: string) => readFileSync(new URL(`./__fixtures__/${n}`, import.meta.url), 'utf8');
+const timing = { collected_at: '2026-01-01T00:00:00.000Z', collect_ms: 1, kallsyms_ms: 1 };
+
+describe.each([
+  ['6.1-cloud, 4-level', '61-cloud-p4', '6.1.0-57-cloud-amd64', false],
+  ['6.12, 5-level', '612-p5', '6.12.117+deb12-amd64', true],
+] as const)('truth parser on a recorded %s boot', (_label, tag, release, la57) => {
+  const t = parseTruth(fixture(`truth-${tag}.txt`), timing, fixture(`kallsyms-${tag}.txt`));
+
+  it('basic fields', () => {
+    expect(t.uname_r).toBe(release);
+    expect(t.version).toMatch(new RegExp(`^Linux version ${release.replace(/[+.]/g, '\\$&')} `));
+    expect(t.cmdline).toBe('console=ttyS0 panic=0');
+    expect(t.la57).toBe(la57);
+    expect(t.mem_total_bytes).toBe(t.meminfo.MemTotal * 1024);
+    expect(t.mem_total_bytes).toBeGreaterThan(128 * 2 ** 20);
+    expect(t.dmesg_tail.length).toBeGreaterThan(10);
+    expect(t.dmesg_tail.every((l) => !l.includes('\r'))).toBe(true);
+  });
+
+  it('ps: workload processes, uids, kernel threads, collector excluded', () => {
+    const sleeper = t.ps.find((p) => p.comm === 'pmi-sleeper')!;
+    expect(sleeper.args).toBe('/bin/sh /pmi/bin/pmi-sleeper --marker alpha');
+    expect(sleeper.ppid).toBe(1);
+    const user = t.ps.find((p) => p.comm === 'pmi-usersleeper')!;
+    expect([user.uid, user.gid]).toEqual([1000, 1000]);
+    expect(t.ps.find((p) => p.pid === 2)).toMatchObject({ comm: 'kthreadd', args: '', kernel_thread: true });
+    expect(t.ps.some((p) => p.pid === t.collector_pid || p.ppid === t.collector_pid)).toBe(false);
+    expect(t.ps.some((p) => p.comm === 'timeout')).toBe(false);
+    expect(t.ps.map((p) => p.pid)).toEqual([...t.ps.map((p) => p.pid)].sort((a, b) => a - b));
+  });
+
+  it('modules and kallsyms', () => {
+    expect(t.modules.map((m) => m.name).sort()).toEqual(['crc32_generic', 'dummy']);
+    for (const m of t.modules) expect(m.address).toMatch(/^0xffffffffc[0-9a-f]{7}$/);
+    const text = t.kallsyms.find((k) => k.name === '_text')!;
+    expect(text.address).toMatch(/^0xffffffff[89a-f][0-9a-f]{7}$/);
+    expect(t.kallsyms[0]).toEqual({ address: '0x0', type: 'A', name: 'fixed_percpu_data' });
+    const mod = t.kallsyms.find((k) => k.module === 'dummy' && k.name === '__this_module');
+    expect(mod?.type).toBe('d');
+  });
+
+  it('sockets and iomem', () => {
+    expect(t.net_tcp.map((r) => [r.local_ip, r.local_port, r.state])).toEqual([['0.0.0.0', 8081, 'LISTEN']]);
+    expect(t.net_tcp6.map((r) => [r.local_ip, r.local_port, r.state])).toEqual([['::', 8080, 'LISTEN']]);
+    expect(t.iomem[0]).toEqual({ start: '0x0', end: '0xfff', name: 'Reserved', depth: 0 });
+    expect(t.iomem.find((r) => r.name === 'Kernel code')?.depth).toBe(1);
+  });
+});
+
+describe('truth parser units', () => {
+  it('splitSections strips \\r and trailing blank lines', () => {
+    const s = splitSections('junk\r\n@@PMI-SECTION a@@\r\nx\r\n\r\n@@PMI-SECTION b@@\ny\n');
+    expect(s.get('a')).toEqual(['x']);
+    expect(s.get('b')).toEqual(['y']);
+    expect(s.has('junk')).toBe(false);
+  });
+
+  it('hexAddr normalises', () => {
+    expect(hexAddr('FFFFFFFF81000000')).toBe('0xffffffff81000000');
+    expect(hexAddr('0000000000001000')).toBe('0x1000');
+    expect(() => hexAddr('zz')).toThrow();
+  });
+
+  it('/proc/modules lines with and without deps/addresses', () => {
+    const m = parseProcModules([
+      'dummy 16384 0 - Live 0xffffffffc030f000',
+      'b 100 2 a,c, Loading 0x0000000000000000 (OE)',
+      'hidden 100 0 - Live',
+    ]);
+    expect(m[0]).toEqual({
+      name: 'dummy',
+      size: 16384,
+      refcount: 0,
+      deps: [],
+      state: 'Live',
+      address: '0xffffffffc030f000',
+    });
+    expect(m[1].deps).toEqual(['a', 'c']);
+    expect(m[1].address).toBe('0x0');
+    expect(m[2].address).toBe('0x0');
+  });
+
+  it('kallsyms module column', () => {
+    expect(parseKallsyms(['ffffffffc03df2d0 t cleanup_module\t[dummy]', 'garbage'])).toEqual([
+      { address: '0xffffffffc03df2d0', type: 't', name: 'cleanup_module', module: 'dummy' },
+    ]);
+  });
+
+  it('/proc/net/tcp addresses', () => {
+    expect(decodeProcNetAddress('0100007F')).toBe('127.0.0.1');
+    expect(decodeProcNetAddress('00000000000000000000000001000000')).toBe('::1');
+    expect(decodeProcNetAddress('0000000000000000FFFF00000100007F')).toBe('::ffff:127.0.0.1');
+    expect(decodeProcNetAddress('B80D01200000000000000000000000FF')).toBe('2001:db8::ff00:0');
+    const [r] = parseProcNetTcp([
+      '   1: 0100007F:1F91 0200007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 4242 1 0000000000000000 20 4 30 10 -1',
+    ]);
+    expect(r).toMatchObject({ sl: 1, local_ip: '127.0.0.1', local_port: 8081, rem_ip: '127.0.0.2', rem_port: 54321 });
+    expect(r).toMatchObject({ st: '01', state: 'ESTABLISHED', uid: 1000, inode: 4242 });
+  });
+
+  it('iomem nesting', () => {
+    expect(parseIomem(['00100000-0ffdffff : System RAM', '  07e00000-08dfffff : Kernel code'])).toEqual([
+      { start: '0x100000', end: '0xffdffff', name: 'System RAM', depth: 0 },
+      { start: '0x7e00000', end: '0x8dfffff', name: 'Kernel code', depth: 1 },
+    ]);
+  });
+
+  it('panic detection regex', () => {
+    expect(PANIC_RE.test('[   12.3] Kernel panic - not syncing: sysrq triggered crash')).toBe(true);
+    expect(PANIC_RE.test(fixture('serial-612-p5.log'))).toBe(false);
+  });
+});

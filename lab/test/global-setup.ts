@@ -1,0 +1,72 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TestProject } from 'vitest/node';
+import { LabVm, resolveKernel, startLabVm, statePath } from '@pmi/lab';
+import { parseMatrix, type LabTarget } from './targets.js';
+
+/**
+ * Boots the kernel × paging matrix once per `vitest run --project lab` (at most two at a time:
+ * the machine has two cores), records ground truth, snapshots each guest's RAM, and provides
+ * the targets to every test file. Teardown stops them all; the library's exit/signal handlers
+ * kill them too if the run is interrupted.
+ */
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const matrix = parseMatrix(process.env.PMI_LAB_MATRIX);
+  for (const m of matrix) resolveKernel(m.kernel);
+  const snapDir = mkdtempSync(join(tmpdir(), 'pmi-lab-snap-'));
+  const vms: LabVm[] = [];
+  const targets: LabTarget[] = new Array(matrix.length);
+  const t0 = Date.now();
+  const teardown = async (): Promise<void> => {
+    await Promise.all(vms.map((vm) => vm.stop().catch(() => undefined)));
+    rmSync(snapDir, { recursive: true, force: true });
+  };
+  try {
+    let next = 0;
+    let stopping = false;
+    const worker = async (): Promise<void> => {
+      while (next < matrix.length && !stopping) {
+        const i = next++;
+        const { kernel, paging } = matrix[i];
+        const name = `t${process.pid}-${kernel.replace(/\./g, '')}-p${paging}`;
+        const vm = await startLabVm({ kernel, paging, name, log: (m) => process.stderr.write(`[lab] ${m}\n`) }).catch(
+          (e: unknown) => {
+            stopping = true;
+            throw e;
+          },
+        );
+        vms.push(vm);
+        const truth = await vm.recordedTruth();
+        const snapshot_path = join(snapDir, `${name}.ram`);
+        const snap = await vm.snapshot(snapshot_path);
+        process.stderr.write(`[lab] ${name}: snapshot ${snap.bytes} bytes in ${snap.ms} ms\n`);
+        targets[i] = {
+          id: `${kernel}:${paging}`,
+          kernel,
+          paging,
+          name,
+          source_uri: vm.sourceUri,
+          ram_path: vm.state.ram_path,
+          memory_bytes: vm.state.memory_bytes,
+          snapshot_path,
+          truth_path: vm.state.truth_path,
+          state_path: statePath(name),
+          release: vm.state.release,
+          boot_ms: vm.state.boot_ms,
+          kallsyms_ms: truth.kallsyms_ms,
+        };
+      }
+    };
+    // allSettled: never tear down while the other worker is still booting a VM.
+    const results = await Promise.allSettled([worker(), worker()]);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  } catch (e) {
+    await teardown();
+    throw e;
+  }
+  process.stderr.write(`[lab] matrix of ${matrix.length} ready in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+  project.provide('labTargets', targets);
+  return teardown;
+}

@@ -1,0 +1,193 @@
+import { readFileSync, statSync } from 'node:fs';
+import { describe, expect, inject, it } from 'vitest';
+import { isPmiError } from '@pmi/core';
+import { labSourceUri, listLabVms, openLabVm, WORKLOAD, type GroundTruth } from '@pmi/lab';
+import { EXPECTED_RELEASE, type LabTarget } from './targets.js';
+
+const targets = inject('labTargets');
+const KERNEL_HALF = 0xffff800000000000n;
+
+function recorded(t: LabTarget): GroundTruth {
+  return JSON.parse(readFileSync(t.truth_path, 'utf8')) as GroundTruth;
+}
+
+function sym(truth: GroundTruth, name: string): bigint {
+  const s = truth.kallsyms.find((k) => k.name === name && k.module === undefined);
+  expect(s, `kallsyms has ${name}`).toBeDefined();
+  return BigInt(s!.address);
+}
+
+describe.each(targets.map((t) => [t.id, t] as const))('lab target %s', (_id, target) => {
+  it('is listed as a running lab VM with a qemu source URI', () => {
+    const st = listLabVms().find((v) => v.name === target.name);
+    expect(st).toBeDefined();
+    expect(st!.status).toBe('ready');
+    expect(st!.paging).toBe(target.paging);
+    expect(st!.machine).toBe('pc');
+    expect(labSourceUri(st!)).toBe(`qemu:${st!.ram_path}?machine=pc`);
+    expect(target.source_uri).toBe(labSourceUri(st!));
+    expect(statSync(st!.ram_path).size).toBe(st!.memory_bytes);
+  });
+
+  it('recorded complete ground truth: release, cmdline, memory, dmesg, iomem', () => {
+    const t = recorded(target);
+    expect(t.uname_r).toBe(EXPECTED_RELEASE[target.kernel]);
+    expect(target.release).toBe(t.uname_r);
+    expect(t.version).toContain(t.uname_r);
+    expect(t.cmdline).toContain('console=ttyS0');
+    expect(t.cmdline).toContain('panic=0');
+    expect(t.cmdline).not.toContain('nokaslr');
+    expect(t.mem_total_bytes).toBeGreaterThan(target.memory_bytes / 2);
+    expect(t.mem_total_bytes).toBeLessThanOrEqual(target.memory_bytes);
+    expect(t.dmesg_tail.length).toBeGreaterThan(5);
+    expect(t.iomem.some((r) => r.name === 'System RAM')).toBe(true);
+    expect(t.iomem.some((r) => r.name === 'Kernel code' && BigInt(r.start) > 0n)).toBe(true);
+    expect(t.la57).toBe(target.paging === 5);
+  });
+
+  it('ps has the workload: names, args, the non-root uid, kernel threads', () => {
+    const t = recorded(target);
+    const byComm = (c: string) => t.ps.filter((p) => p.comm === c);
+    const sleeper = byComm(WORKLOAD.sleeper.comm);
+    expect(sleeper).toHaveLength(1);
+    expect(sleeper[0].args).toContain(WORKLOAD.sleeper.args);
+    expect(sleeper[0].uid).toBe(0);
+    const user = byComm(WORKLOAD.userSleeper.comm);
+    expect(user).toHaveLength(1);
+    expect(user[0].args).toContain(WORKLOAD.userSleeper.args);
+    expect(user[0].uid).toBe(1000);
+    expect(user[0].gid).toBe(1000);
+    const holder = byComm(WORKLOAD.holder.comm);
+    expect(holder).toHaveLength(1);
+    expect(holder[0].args).toContain(WORKLOAD.holder.file);
+    expect(byComm('httpd')).toHaveLength(2);
+    const init = t.ps.find((p) => p.pid === 1)!;
+    expect(init.args).toBe('/bin/sh /init');
+    const kthreadd = t.ps.find((p) => p.pid === 2)!;
+    expect(kthreadd.comm).toBe('kthreadd');
+    expect(kthreadd.args).toBe('');
+    expect(t.ps.filter((p) => p.kernel_thread).length).toBeGreaterThan(10);
+    // the collector's own processes are not part of the truth
+    expect(t.ps.some((p) => p.pid === t.collector_pid)).toBe(false);
+  });
+
+  it('the holder process really holds the marker file open', async () => {
+    const vm = openLabVm(target.name);
+    const t = recorded(target);
+    const holder = t.ps.find((p) => p.comm === WORKLOAD.holder.comm)!;
+    const r = await vm.run(`readlink /proc/${holder.pid}/fd/3`);
+    expect(r.stdout.trim()).toBe(WORKLOAD.holder.file);
+  });
+
+  it('modules: dummy and crc32_generic are live at kernel-half addresses, with their symbols', () => {
+    const t = recorded(target);
+    for (const name of ['dummy', 'crc32_generic']) {
+      const m = t.modules.find((x) => x.name === name);
+      expect(m, name).toBeDefined();
+      expect(m!.state).toBe('Live');
+      expect(m!.size).toBeGreaterThan(0);
+      expect(BigInt(m!.address)).toBeGreaterThanOrEqual(KERNEL_HALF);
+      expect(t.kallsyms.some((k) => k.module === name)).toBe(true);
+    }
+    expect(t.kallsyms.find((k) => k.name === '__this_module' && k.module === 'dummy')).toBeDefined();
+  });
+
+  it('kallsyms is whole, with kernel-half KASLR addresses', () => {
+    const t = recorded(target);
+    expect(t.kallsyms.length).toBeGreaterThan(50_000);
+    const text = sym(t, '_text');
+    const initTask = sym(t, 'init_task');
+    for (const a of [text, initTask, sym(t, 'startup_64'), sym(t, 'linux_banner'), sym(t, 'sys_call_table')]) {
+      expect(a).toBeGreaterThanOrEqual(KERNEL_HALF);
+    }
+    expect(initTask).toBeGreaterThan(text);
+    for (const n of ['page_offset_base', 'vmalloc_base', 'vmemmap_base', 'init_top_pgt', 'idt_table', 'prb']) sym(t, n);
+    for (const k of t.kallsyms) expect(k.address).toMatch(/^0x[0-9a-f]+$/);
+  });
+
+  it('net: IPv4 listener on 8081 in tcp, IPv6 listener on 8080 in tcp6', () => {
+    const t = recorded(target);
+    const v4 = t.net_tcp.find((r) => r.local_port === WORKLOAD.tcpPort);
+    expect(v4?.state).toBe('LISTEN');
+    expect(v4?.local_ip).toBe('0.0.0.0');
+    expect(v4?.inode).toBeGreaterThan(0);
+    const v6 = t.net_tcp6.find((r) => r.local_port === WORKLOAD.tcp6Port);
+    expect(v6?.state).toBe('LISTEN');
+    expect(v6?.local_ip).toBe('::');
+    expect(v6?.raw).toContain(':1F90');
+  });
+
+  it('run returns stdout and the exit status', async () => {
+    const vm = openLabVm(target.name);
+    const r = await vm.run('echo hi; exit 3');
+    expect(r.stdout).toBe('hi\n');
+    expect(r.exitCode).toBe(3);
+    const e = await vm.run('echo oops >&2; false');
+    expect(e.stderr).toBe('oops\n');
+    expect(e.exitCode).toBe(1);
+  });
+
+  it('a marker written to /dev/kmsg shows up in dmesg and the fresh truth', async () => {
+    const vm = openLabVm(target.name);
+    const marker = `pmi-kmsg-marker-${Date.now().toString(36)}`;
+    await vm.run(`echo ${marker} > /dev/kmsg`);
+    const r = await vm.run(`dmesg | grep ${marker}`);
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toContain(marker);
+    const fresh = await vm.groundTruth();
+    expect(fresh.dmesg_tail.some((l) => l.includes(marker))).toBe(true);
+    // stable facts agree with the recorded truth
+    const rec = recorded(target);
+    expect(fresh.uname_r).toBe(rec.uname_r);
+    expect(fresh.modules.map((m) => [m.name, m.address])).toEqual(rec.modules.map((m) => [m.name, m.address]));
+    expect(sym(fresh, 'init_task')).toBe(sym(rec, 'init_task'));
+  });
+
+  it('a process started with run appears in the fresh truth', async () => {
+    const vm = openLabVm(target.name);
+    await vm.run('sleep 313 >/dev/null 2>&1 &');
+    const t = await vm.groundTruth({ kallsyms: false });
+    expect(t.kallsyms).toEqual([]);
+    const p = t.ps.find((x) => x.comm === 'sleep' && x.args === 'sleep 313');
+    expect(p).toBeDefined();
+    await vm.run(`kill ${p!.pid}`);
+    const after = await vm.run(`[ -e /proc/${p!.pid} ] && cat /proc/${p!.pid}/stat`);
+    expect(after.stdout).not.toMatch(/\(sleep\) [RSD]/);
+  });
+
+  it('paging mode: la57 in /proc/cpuinfo exactly for 5-level targets', async () => {
+    const vm = openLabVm(target.name);
+    const r = await vm.run('grep -o -m1 la57 /proc/cpuinfo');
+    if (target.paging === 5) {
+      expect(r.exitCode).toBe(0);
+      expect(r.stdout.trim()).toBe('la57');
+    } else {
+      expect(r.exitCode).not.toBe(0);
+      expect(r.stdout.trim()).toBe('');
+    }
+  });
+
+  it('pause/resume via QMP', async () => {
+    const vm = openLabVm(target.name);
+    await vm.pause();
+    try {
+      expect(await vm.runState()).toBe('paused');
+      // a paused guest does not answer; the call times out with E_LAB
+      const err = await vm.run('true', { timeoutMs: 1500 }).catch((e: unknown) => e);
+      expect(isPmiError(err) && err.code === 'E_LAB').toBe(true);
+    } finally {
+      await vm.resume();
+    }
+    expect(await vm.runState()).toBe('running');
+    const r = await vm.run('echo back');
+    expect(r.stdout).toBe('back\n');
+  });
+
+  it('the RAM snapshot has the RAM size and holds the kernel banner', () => {
+    const st = statSync(target.snapshot_path);
+    expect(st.size).toBe(target.memory_bytes);
+    const t = recorded(target);
+    const ram = readFileSync(target.snapshot_path);
+    expect(ram.indexOf(Buffer.from(t.version.slice(0, 40), 'latin1'))).toBeGreaterThan(0);
+  });
+});
