@@ -9,6 +9,7 @@ const alias = {
   '@pmi/core': here('./packages/core/src/index.ts'),
   '@pmi/sources': here('./packages/sources/src/index.ts'),
   '@pmi/nettlp': here('./packages/nettlp/src/index.ts'),
+  '@pmi/kernel': here('./packages/kernel/src/index.ts'),
   '@pmi/lab': here('./lab/src/index.ts'),
   '@pmi/cli': here('./packages/cli/src/index.ts'),
 };

@@ -1,0 +1,2 @@
+// Layers of kernel discovery; each sub-folder is usable on its own (see docs/architecture.md).
+export const KERNEL_PACKAGE = '@pmi/kernel';
