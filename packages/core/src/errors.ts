@@ -14,6 +14,10 @@ export type ErrorCode =
   | 'E_CLOSED' // use after close()
   | 'E_TIMEOUT' // a network wait that ran out
   | 'E_LAB' // lab VM orchestration failed
+  | 'E_PAGE_FAULT' // a virtual address that does not translate (data: level, entry)
+  | 'E_BTF' // malformed BTF type information
+  | 'E_SYMBOLS' // malformed or inconsistent symbol tables
+  | 'E_NOT_FOUND' // a kernel structure that discovery could not locate (data: what was tried)
   | 'E_INTERNAL';
 
 export class PmiError extends Error {
