@@ -1,2 +1,3 @@
 export * from './codec/tlp.js';
 export { PcapWriter } from './pcap/writer.js';
+export * from './adapter/index.js';

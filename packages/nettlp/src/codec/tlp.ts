@@ -231,7 +231,8 @@ export function encodeCompletion(
   writeNetTlpHeader(buf, seq, timestamp);
   const o = NETTLP_HDR_LEN;
   const lead = lowerAddress & 3;
-  const lengthDw = data ? (lead + data.length + 3) >>> 2 : 0;
+  // A CplD carries at least one DW (an empty data array would otherwise encode Length 0 = 1024 DW).
+  const lengthDw = data ? Math.max(1, (lead + data.length + 3) >>> 2) : 0;
   writeDw0(buf, o, data ? FMT_CPLD : FMT_CPL, lengthDw);
   if (!data) buf[o + 3] = 0; // Cpl has no data: Length is reserved (0)
   const bc = byteCount & 0xfff; // 4096 → 0
@@ -309,9 +310,9 @@ export function decodeTlp(buf: Uint8Array, len: number, out: Tlp): number {
       if (is64) {
         const hi = u32(buf, o + 8);
         if (hi === 0 || hi > 0xfffff) return DECODE_ADDRESS; // 4DW must be ≥ 4 GiB; we support 52-bit physical
-        base = hi * 0x1_0000_0000 + (u32(buf, o + 12) & 0xfffffffc);
+        base = hi * 0x1_0000_0000 + ((u32(buf, o + 12) & 0xfffffffc) >>> 0); // `&` is signed: >>> 0 keeps bit 31
       } else {
-        base = u32(buf, o + 8) & 0xfffffffc;
+        base = (u32(buf, o + 8) & 0xfffffffc) >>> 0;
       }
       const span = enabledSpan(lengthDw, out.firstBe, out.lastBe);
       out.address = base + span.lead;
