@@ -6,6 +6,7 @@
 import { openSource, PmiError, type PhysicalMemory } from '@pmi/core';
 import { listLabVms, labSourceUri } from '@pmi/lab';
 import '@pmi/sources';
+import '@pmi/nettlp'; // registers nettlp:// as a source scheme
 
 export interface GlobalOptions {
   source?: string;

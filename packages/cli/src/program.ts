@@ -7,6 +7,7 @@ import { isPmiError, parseSafeNumber, parseSize, PmiError } from '@pmi/core';
 import { sourceCommand } from './commands/source.js';
 import { readCommand } from './commands/read.js';
 import { grepCommand } from './commands/grep.js';
+import { adapterCommand } from './commands/adapter.js';
 
 /** Commander argument parser adapter: our typed E_USAGE errors become commander usage errors (exit 2). */
 function arg<T>(parse: (text: string) => T): (text: string) => T {
@@ -75,6 +76,45 @@ export function buildProgram(
       100,
     )
     .action((pattern: string, _o, cmd: Command) => run(() => grepCommand(pattern, cmd.optsWithGlobals())));
+
+  program
+    .command('adapter')
+    .description('serve the target over NetTLP (be the adapter in software) until SIGINT/SIGTERM')
+    .requiredOption('--listen <ip>', 'IPv4 address to listen on (loopback, e.g. 127.0.0.2, unless --allow is given)')
+    .option(
+      '--port-base <n>',
+      'first UDP port; tag t uses port-base+t',
+      arg((t) => parseSafeNumber(t, '--port-base')),
+      12288,
+    )
+    .option(
+      '--tags <n>',
+      'number of tags (sockets), 1-256',
+      arg((t) => parseSafeNumber(t, '--tags')),
+      256,
+    )
+    .option(
+      '--mps <bytes>',
+      'max payload size of completions',
+      arg((t) => parseSize(t, '--mps')),
+      256,
+    )
+    .option(
+      '--rcb <bytes>',
+      'read completion boundary (64 or 128)',
+      arg((t) => parseSize(t, '--rcb')),
+      64,
+    )
+    .option('--writable', 'apply memory writes (default: read-only, writes are dropped and counted)')
+    .option('--allow <cidrs>', 'comma-separated client networks allowed (default: loopback only)')
+    .option('--fault <spec>', 'fault injection for tests, e.g. loss=0.05,reorder=0.05,dup=0.01,delay=2ms,seed=1')
+    .option('--pcap <file>', 'record every datagram in and out as Ethernet/IPv4/UDP frames')
+    .option(
+      '--stats-interval <ms>',
+      'print stats as a JSON line on stderr every ms',
+      arg((t) => parseSafeNumber(t, '--stats-interval')),
+    )
+    .action((_o, cmd: Command) => run(() => adapterCommand(cmd.optsWithGlobals())));
 
   return program;
 }
