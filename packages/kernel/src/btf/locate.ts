@@ -1,0 +1,200 @@
+import { hex, PmiError, type PhysicalMemory, type PhysRange } from '@pmi/core';
+import { Btf } from './btf.js';
+import { parseBtfHeader } from './parse.js';
+import { BTF_HEADER_LEN, BtfKind } from './kinds.js';
+
+export interface LocateBtfOptions {
+  /**
+   * Physical range to scan first, e.g. the kernel image found from the banner or
+   * /proc/iomem's "Kernel code".."Kernel bss". The rest of memory is scanned after it unless `hintOnly`.
+   */
+  hint?: PhysRange;
+  hintOnly?: boolean;
+  /** Scan window in bytes (default 8 MiB; one reused buffer). */
+  windowSize?: number;
+  /** Keep scanning after the first accepted blob (to report every candidate). Default false. */
+  all?: boolean;
+  /** Largest blob considered (default 64 MiB). */
+  maxSize?: number;
+}
+
+export interface BtfCandidate {
+  /** Physical address of the header, "0x…". */
+  addr: string;
+  /** Blob size claimed by the header (0 when the header is not sane). */
+  size: number;
+  /** 'accepted' or why it was rejected. */
+  verdict: string;
+}
+
+export interface LocatedBtf {
+  btf: Btf;
+  physAddress: number;
+  size: number;
+  candidates: BtfCandidate[];
+  /** Bytes of physical memory searched. */
+  scanned: number;
+  ms: number;
+}
+
+/** `9F EB 01 00 18 00 00 00`: magic, version 1, flags 0, hdr_len 24. */
+const PATTERN = Buffer.from([0x9f, 0xeb, 0x01, 0x00, 0x18, 0x00, 0x00, 0x00]);
+/** The kernel is loaded at or above LOAD_PHYSICAL_ADDR (16 MiB on x86-64 distro configs). */
+const KERNEL_LOAD_MIN = 16 << 20;
+
+/** Scan order: hint; then memory from 16 MiB up (where the kernel image lives); then below 16 MiB. */
+function scanPlan(ranges: readonly PhysRange[], opts: LocateBtfOptions): PhysRange[] {
+  const clip = (lo: number, hi: number): PhysRange[] =>
+    ranges
+      .map((r) => ({ start: Math.max(r.start, lo), end: Math.min(r.end, hi) }))
+      .filter((r) => r.end > r.start);
+  const subtract = (rs: PhysRange[], cut: PhysRange | undefined): PhysRange[] => {
+    if (!cut) return rs;
+    const out: PhysRange[] = [];
+    for (const r of rs) {
+      if (cut.end <= r.start || cut.start >= r.end) out.push(r);
+      else {
+        if (r.start < cut.start) out.push({ start: r.start, end: cut.start });
+        if (cut.end < r.end) out.push({ start: cut.end, end: r.end });
+      }
+    }
+    return out;
+  };
+  const plan: PhysRange[] = [];
+  const hint = opts.hint;
+  if (hint) plan.push(...clip(hint.start, hint.end));
+  if (hint && opts.hintOnly) return plan;
+  plan.push(...subtract(clip(KERNEL_LOAD_MIN, Number.MAX_SAFE_INTEGER), hint));
+  plan.push(...subtract(clip(0, KERNEL_LOAD_MIN), hint));
+  return plan;
+}
+
+async function read(mem: PhysicalMemory, addr: number, buf: Uint8Array): Promise<string | undefined> {
+  try {
+    if (mem.readSync) {
+      mem.readSync(addr, buf);
+      return undefined;
+    }
+    const f = await mem.readBatch([{ addr, buf }]);
+    return f.length ? f[0].error.message : undefined;
+  } catch (e) {
+    return e instanceof Error ? e.message : String(e);
+  }
+}
+
+function rangeEnd(ranges: readonly PhysRange[], addr: number): number {
+  // Contiguous end of the memory holding addr (adjacent ranges merge).
+  let end = -1;
+  for (const r of ranges) {
+    if (r.start <= addr && addr < r.end) end = r.end;
+    else if (end >= 0 && r.start === end) end = r.end;
+  }
+  return end;
+}
+
+/**
+ * Find the kernel's own (vmlinux) BTF in physical memory: scan for the BTF header, parse every
+ * sane candidate, accept the first with a `task_struct` struct and a `.data..percpu` DATASEC.
+ * Throws E_NOT_FOUND listing every candidate and its verdict.
+ */
+export async function locateBtf(mem: PhysicalMemory, opts: LocateBtfOptions = {}): Promise<LocatedBtf> {
+  const t0 = performance.now();
+  const W = Math.max(1 << 16, opts.windowSize ?? 8 << 20);
+  const maxSize = opts.maxSize ?? 64 << 20;
+  const overlap = PATTERN.length + 16; // a header straddling two windows is seen by the first
+  const buf = Buffer.alloc(W + overlap);
+  const candidates: BtfCandidate[] = [];
+  const seen = new Set<number>();
+  let scanned = 0;
+  let found: LocatedBtf | undefined;
+  const unreadable: string[] = [];
+
+  const consider = async (addr: number, head: Uint8Array): Promise<void> => {
+    if (seen.has(addr)) return;
+    seen.add(addr);
+    const cand: BtfCandidate = { addr: hex(addr), size: 0, verdict: '' };
+    candidates.push(cand);
+    let size: number;
+    try {
+      // The header alone sizes the blob; bounds are checked against memory below.
+      const h = parseBtfHeader(head, Number.MAX_SAFE_INTEGER);
+      size = h.totalLen;
+    } catch (e) {
+      cand.verdict = `bad header: ${(e as Error).message}`;
+      return;
+    }
+    cand.size = size;
+    if (size > maxSize || size < BTF_HEADER_LEN + 12 + 1) {
+      cand.verdict = `implausible size ${size}`;
+      return;
+    }
+    const end = rangeEnd(mem.info.ranges, addr);
+    if (end >= 0 && addr + size > end) {
+      cand.verdict = `blob of ${size} bytes runs past the end of memory at ${hex(end)}`;
+      return;
+    }
+    const blob = new Uint8Array(size);
+    const err = await read(mem, addr, blob);
+    if (err) {
+      cand.verdict = `unreadable: ${err}`;
+      return;
+    }
+    let btf: Btf;
+    try {
+      btf = new Btf(blob);
+    } catch (e) {
+      cand.verdict = e instanceof PmiError ? `parse failed: ${e.message}` : `parse failed: ${String(e)}`;
+      return;
+    }
+    const ts = btf.findType('task_struct', BtfKind.STRUCT);
+    const pcpu = btf.findType('.data..percpu', BtfKind.DATASEC);
+    if (ts === undefined || pcpu === undefined) {
+      const what = [ts === undefined ? 'no struct task_struct' : '', pcpu === undefined ? 'no .data..percpu DATASEC' : '']
+        .filter(Boolean)
+        .join(', ');
+      cand.verdict = `not vmlinux BTF (${btf.typeCount} types; ${what}: module or BPF program BTF?)`;
+      return;
+    }
+    cand.verdict = `accepted (${btf.typeCount} types)`;
+    if (!found) found = { btf, physAddress: addr, size, candidates, scanned: 0, ms: 0 };
+  };
+
+  outer: for (const r of scanPlan(mem.info.ranges, opts)) {
+    for (let a = r.start; a < r.end; a += W) {
+      const len = Math.min(W + overlap, r.end - a);
+      // Read what exists past the window too, so headers straddling windows/ranges are whole.
+      const win = buf.subarray(0, len);
+      const err = await read(mem, a, win);
+      if (err) {
+        if (unreadable.length < 16) unreadable.push(`${hex(a)}+${hex(len)}: ${err}`);
+        continue;
+      }
+      scanned += Math.min(W, r.end - a);
+      const limit = Math.min(W, r.end - a);
+      let i = win.indexOf(PATTERN, 0);
+      while (i >= 0 && i < limit) {
+        let head: Uint8Array;
+        if (i + BTF_HEADER_LEN <= len) head = win.subarray(i, i + BTF_HEADER_LEN);
+        else {
+          head = new Uint8Array(BTF_HEADER_LEN);
+          if (await read(mem, a + i, head)) head = win.subarray(i, len);
+        }
+        // copy: `win` is reused
+        await consider(a + i, Uint8Array.from(head));
+        if (found && !opts.all) break outer;
+        i = win.indexOf(PATTERN, i + 1);
+      }
+    }
+  }
+  const ms = performance.now() - t0;
+  if (found) return { ...found, candidates, scanned, ms };
+  const list = candidates.length
+    ? candidates.map((c) => `${c.addr}: ${c.verdict}`).join('; ')
+    : 'no BTF header (9f eb 01 00 18 00 00 00) anywhere';
+  throw new PmiError(
+    'E_NOT_FOUND',
+    'btf',
+    `no vmlinux BTF in physical memory (scanned ${scanned} bytes in ${ms.toFixed(0)} ms): ${list}`,
+    { candidates, scanned, ms: Math.round(ms), unreadable },
+  );
+}
