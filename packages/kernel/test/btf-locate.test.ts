@@ -29,7 +29,10 @@ function moduleBtf(): Uint8Array {
   return b.build();
 }
 
-function memory(place: [number, Uint8Array][], size = 48 * MiB): { mem: BufferMemory; low: Uint8Array; high: Uint8Array } {
+function memory(
+  place: [number, Uint8Array][],
+  size = 48 * MiB,
+): { mem: BufferMemory; low: Uint8Array; high: Uint8Array } {
   // Two ranges like a small PC: [0, 8 MiB) and [16 MiB, size) — a hole in between.
   const low = new Uint8Array(8 * MiB);
   const high = new Uint8Array(size - 16 * MiB);

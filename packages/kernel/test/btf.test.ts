@@ -110,7 +110,12 @@ describe('parseBtf: header and every kind', () => {
   });
 
   it('FUNC, FUNC_PROTO (incl. variadic), VAR, DATASEC, FLOAT, DECL_TAG', () => {
-    expect(btf.type(ids.func)).toMatchObject({ kindName: 'FUNC', name: 'wake_up_process', type: ids.proto, linkage: 'global' });
+    expect(btf.type(ids.func)).toMatchObject({
+      kindName: 'FUNC',
+      name: 'wake_up_process',
+      type: ids.proto,
+      linkage: 'global',
+    });
     expect(btf.funcProto('wake_up_process')).toEqual({
       ret: ids.int,
       params: [
@@ -131,7 +136,12 @@ describe('parseBtf: header and every kind', () => {
       ],
     });
     expect(btf.type(ids.float)).toMatchObject({ kindName: 'FLOAT', name: 'double', size: 8 });
-    expect(btf.type(ids.decl_tag)).toMatchObject({ kindName: 'DECL_TAG', name: 'kfunc', type: ids.func, componentIdx: -1 });
+    expect(btf.type(ids.decl_tag)).toMatchObject({
+      kindName: 'DECL_TAG',
+      name: 'kfunc',
+      type: ids.func,
+      componentIdx: -1,
+    });
     expect(btf.type(ids.decl_tag_member).componentIdx).toBe(6);
   });
 });
@@ -170,7 +180,13 @@ describe('queries', () => {
   });
 
   it('field paths: through anonymous unions/structs, bitfields, pointers, arrays', () => {
-    expect(btf.field('task_struct', 'pid')).toMatchObject({ offset: 24, bitOffset: 192, bitSize: 0, type: ids.pid_t, size: 4 });
+    expect(btf.field('task_struct', 'pid')).toMatchObject({
+      offset: 24,
+      bitOffset: 192,
+      bitSize: 0,
+      type: ids.pid_t,
+      size: 4,
+    });
     expect(btf.field('task_struct', 'pid_alias').offset).toBe(24);
     expect(btf.field('task_struct', 'tgid').offset).toBe(28);
     expect(btf.field('task_struct', 'deep').offset).toBe(32);
@@ -182,9 +198,16 @@ describe('queries', () => {
     expect(btf.layout.field('mm_struct', 'pgd')).toMatchObject({ offset: 8, pointer: true, target: ids.pgd_t });
     const rl = btf.field('task_struct.signal.rlim');
     expect(rl).toMatchObject({ offset: 8, derefs: [64], type: ids.rlim_arr, size: 256 });
-    expect(btf.field('task_struct', 'signal->rlim[3].rlim_max')).toMatchObject({ offset: 8 + 3 * 16 + 8, derefs: [64] });
+    expect(btf.field('task_struct', 'signal->rlim[3].rlim_max')).toMatchObject({
+      offset: 8 + 3 * 16 + 8,
+      derefs: [64],
+    });
     expect(btf.field('task_struct', 'mm.pgd.pgd')).toMatchObject({ offset: 0, derefs: [56, 8] });
-    expect(btf.field('task_struct', 'parent.parent.comm[2]')).toMatchObject({ offset: 38, derefs: [72, 72], type: ids.char });
+    expect(btf.field('task_struct', 'parent.parent.comm[2]')).toMatchObject({
+      offset: 38,
+      derefs: [72, 72],
+      type: ids.char,
+    });
     expect(btf.field('holder', 'm[1][2]')).toMatchObject({ offset: 56 + 12 + 8, type: ids.int });
     expect(btf.field('holder', 'ptrs[2]')).toMatchObject({ offset: 16, pointer: true, target: ids.task_struct });
     expect(btf.field('holder', 'ap[1]')).toMatchObject({ offset: 16, derefs: [48], type: ids.comm }); // ap: char (*)[16]
@@ -224,7 +247,16 @@ describe('queries', () => {
   it('structLayout: anonymous members expanded with depth, bitfields with bit offsets', () => {
     const l = btf.structLayout('task_struct');
     expect(l).toMatchObject({ name: 'task_struct', kind: 'struct', size: 104, id: ids.task_struct });
-    const rows = l.rows.map((r) => [r.depth, r.offset, r.size, r.name, r.type, r.anon ?? '', r.bit_offset ?? '', r.bit_size ?? '']);
+    const rows = l.rows.map((r) => [
+      r.depth,
+      r.offset,
+      r.size,
+      r.name,
+      r.type,
+      r.anon ?? '',
+      r.bit_offset ?? '',
+      r.bit_size ?? '',
+    ]);
     expect(rows).toEqual([
       [0, 0, 4, '__state', 'unsigned int', '', '', ''],
       [0, 4, 4, 'flags', 'unsigned int', '', 32, 3],
@@ -379,7 +411,7 @@ describe('malformed blobs → E_BTF naming offset and type id', () => {
       [(b) => b.raw(K.INT, 'i', 0, false, 3, [8]), /INT: bad size 3/],
       [(b) => b.raw(K.INT, 'i', 0, false, 4, [33]), /INT: bad bits 33/],
       [(b) => b.raw(K.ENUM, 'e', 0, false, 3), /ENUM: bad size 3/],
-      [(b) => b.raw(K.DECL_TAG, 't', 0, false, 1, [(-2) >>> 0]), /bad component index -2/],
+      [(b) => b.raw(K.DECL_TAG, 't', 0, false, 1, [-2 >>> 0]), /bad component index -2/],
     ];
     for (const [make, re] of cases) {
       const b = new BtfBuilder();
@@ -472,14 +504,22 @@ describe('file input', () => {
     const a = await loadBtfFile(rawPath);
     expect(a.typeCount).toBe(kl.b.nextId - 1);
     const elfPath = join(dir, 'vmlinux');
-    writeFileSync(elfPath, elfWithSections([{ name: '.text', data: new Uint8Array(100) }, { name: '.BTF', data: blob }]));
+    writeFileSync(
+      elfPath,
+      elfWithSections([
+        { name: '.text', data: new Uint8Array(100) },
+        { name: '.BTF', data: blob },
+      ]),
+    );
     const b = await loadBtfFile(elfPath);
     expect(b.fieldOffset('task_struct', 'comm')).toBe(36);
     expect(Uint8Array.from(b.bytes)).toEqual(blob);
   });
 
   it('errors: no .BTF, missing file, split with base', async () => {
-    expect(() => parseBtfFile(elfWithSections([{ name: '.BTF.ext', data: new Uint8Array(8) }]))).toThrow(/no \.BTF section/);
+    expect(() => parseBtfFile(elfWithSections([{ name: '.BTF.ext', data: new Uint8Array(8) }]))).toThrow(
+      /no \.BTF section/,
+    );
     await expect(loadBtfFile(join(dir, 'nope'))).rejects.toMatchObject({ code: 'E_SOURCE_IO' });
     const base: Btf = parseBtf(blob);
     const sb = new BtfBuilder({ startId: base.count, strStart: kl.b.strLen });

@@ -159,7 +159,7 @@ export class Btf extends BtfData {
   private nameIdx?: Map<string, number>;
   private nameDup?: Map<string, number[]>;
   private memberCache = new Map<number, readonly BtfMember[]>();
-  private fieldCache = new Map<string, BtfField>();
+  private fieldCache = new Map<TypeRef, Map<string, BtfField>>();
   private enumCache = new Map<number, readonly BtfEnumValue[]>();
   private enumerators?: Map<string, { type: number; value: number | bigint }>;
   private varIdx?: Map<string, BtfVar>;
@@ -412,16 +412,17 @@ export class Btf extends BtfData {
   field(root: TypeRef, path?: string): BtfField {
     if (path === undefined) {
       if (typeof root !== 'string') throw new PmiError('E_USAGE', 'btf', 'field(id) needs a path');
-      const m = /^([^.[\-]+)(?:\.|->)?(.*)$/.exec(root);
+      const m = /^([^.[-]+)(?:\.|->)?(.*)$/.exec(root);
       if (!m || !m[2]) throw new PmiError('E_USAGE', 'btf', `'${root}' is not a type.field path`, { path: root });
       root = m[1];
       path = m[2];
     }
-    const key = `${root}\0${path}`;
-    const hit = this.fieldCache.get(key);
+    let byPath = this.fieldCache.get(root);
+    if (!byPath) this.fieldCache.set(root, (byPath = new Map()));
+    const hit = byPath.get(path);
     if (hit) return hit;
     const f = this.walk(root, path);
-    this.fieldCache.set(key, f);
+    byPath.set(path, f);
     return f;
   }
 
@@ -443,7 +444,9 @@ export class Btf extends BtfData {
   fieldOffset(root: TypeRef, path: string): number {
     const f = this.field(root, path);
     if (f.derefs.length > 0)
-      throw new PmiError('E_USAGE', 'btf', `path '${path}' goes through a pointer; use field() and its derefs`, { path });
+      throw new PmiError('E_USAGE', 'btf', `path '${path}' goes through a pointer; use field() and its derefs`, {
+        path,
+      });
     return f.offset;
   }
 
@@ -470,7 +473,8 @@ export class Btf extends BtfData {
     };
     const parsed = tokens.map((tok) => {
       const m = /^([A-Za-z_$][\w$]*)?((?:\[\d+\])*)$/.exec(tok.trim());
-      if (!m || (!m[1] && !m[2])) throw new PmiError('E_USAGE', 'btf', `bad path component '${tok}' in '${path}'`, { path });
+      if (!m || (!m[1] && !m[2]))
+        throw new PmiError('E_USAGE', 'btf', `bad path component '${tok}' in '${path}'`, { path });
       return m;
     });
     for (const m of parsed) {
@@ -569,7 +573,9 @@ export class Btf extends BtfData {
 
   /** Name of the enumerator with this value ('' when none). */
   enumName(ref: TypeRef, value: number | bigint): string {
-    for (const v of this.enumValues(ref)) if (v.value == value) return v.name; // eslint-disable-line eqeqeq
+    const want = typeof value === 'bigint' ? value : Number.isInteger(value) ? BigInt(value) : undefined;
+    if (want === undefined) return '';
+    for (const v of this.enumValues(ref)) if (BigInt(v.value) === want) return v.name;
     return '';
   }
 
@@ -594,10 +600,12 @@ export class Btf extends BtfData {
     if (this.rawKind(id) === BtfKind.FUNC) id = this.sizeOrType(id);
     if (this.rawKind(id) === BtfKind.PTR && this.rawKind(this.resolve(this.sizeOrType(id))) === BtfKind.FUNC_PROTO)
       id = this.resolve(this.sizeOrType(id));
-    if (this.rawKind(id) !== BtfKind.FUNC_PROTO) throw btfError(`${this.describe(id)} is not a function`, { type_id: id });
+    if (this.rawKind(id) !== BtfKind.FUNC_PROTO)
+      throw btfError(`${this.describe(id)} is not a function`, { type_id: id });
     const vlen = this.vlen(id);
     const params: BtfParam[] = [];
-    for (let j = 0; j < vlen; j++) params.push({ name: this.str(this.extra(id, 2 * j)), type: this.extra(id, 2 * j + 1) });
+    for (let j = 0; j < vlen; j++)
+      params.push({ name: this.str(this.extra(id, 2 * j)), type: this.extra(id, 2 * j + 1) });
     const last = params[params.length - 1];
     const variadic = last !== undefined && last.type === 0 && last.name === '';
     if (variadic) params.pop();
@@ -636,11 +644,20 @@ export class Btf extends BtfData {
       this.varIdx = m;
     }
     const v = this.varIdx.get(name);
-    if (v && section !== undefined && v.section !== section) return this.datasec(section).vars.find((x) => x.name === name);
+    if (v && section !== undefined && v.section !== section)
+      return this.datasec(section).vars.find((x) => x.name === name);
     if (v) return v;
     const id = this.findType(name, BtfKind.VAR);
     if (id === undefined || section !== undefined) return undefined;
-    return { id, name, type: this.sizeOrType(id), linkage: BTF_LINKAGE[this.extra(id, 0)] ?? '', section: '', offset: 0, size: this.sizeOf(id) };
+    return {
+      id,
+      name,
+      type: this.sizeOrType(id),
+      linkage: BTF_LINKAGE[this.extra(id, 0)] ?? '',
+      section: '',
+      offset: 0,
+      size: this.sizeOf(id),
+    };
   }
 
   /** A `.data..percpu` variable (`runqueues`, `current_task`, …); throws E_NOT_FOUND. */
@@ -695,7 +712,8 @@ export class Btf extends BtfData {
         return { ...base, type: st, linkage: BTF_LINKAGE[vlen] ?? String(vlen) };
       case BtfKind.FUNC_PROTO: {
         const params: BtfParam[] = [];
-        for (let j = 0; j < vlen; j++) params.push({ name: this.str(this.extra(id, 2 * j)), type: this.extra(id, 2 * j + 1) });
+        for (let j = 0; j < vlen; j++)
+          params.push({ name: this.str(this.extra(id, 2 * j)), type: this.extra(id, 2 * j + 1) });
         return { ...base, type: st, params };
       }
       case BtfKind.VAR:
@@ -703,7 +721,11 @@ export class Btf extends BtfData {
       case BtfKind.DATASEC: {
         const vars: { type: number; offset: number; size: number }[] = [];
         for (let j = 0; j < vlen; j++)
-          vars.push({ type: this.extra(id, 3 * j), offset: this.extra(id, 3 * j + 1), size: this.extra(id, 3 * j + 2) });
+          vars.push({
+            type: this.extra(id, 3 * j),
+            offset: this.extra(id, 3 * j + 1),
+            size: this.extra(id, 3 * j + 2),
+          });
         return { ...base, size: st, vars };
       }
       case BtfKind.FLOAT:

@@ -8,7 +8,8 @@ import type { ParseBtfOptions } from './parse.js';
  * file is not ELF. Throws E_BTF for an ELF without (or with a broken) `.BTF` section.
  */
 export function elfBtfSection(bytes: Uint8Array): Uint8Array | undefined {
-  if (bytes.length < 4 || bytes[0] !== 0x7f || bytes[1] !== 0x45 || bytes[2] !== 0x4c || bytes[3] !== 0x46) return undefined;
+  if (bytes.length < 4 || bytes[0] !== 0x7f || bytes[1] !== 0x45 || bytes[2] !== 0x4c || bytes[3] !== 0x46)
+    return undefined;
   const fail = (msg: string): never => {
     throw new PmiError('E_BTF', 'btf', `ELF: ${msg}`, {});
   };

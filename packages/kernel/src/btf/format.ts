@@ -148,7 +148,8 @@ export function structLayout(btf: Btf, id: number): StructLayout {
         rows.push(row);
         walk(mt, bits, depth + 1);
       } else rows.push(row);
-      if (rows.length > MAX_ROWS) throw btfError(`more than ${MAX_ROWS} layout rows (malformed nesting)`, { type_id: id });
+      if (rows.length > MAX_ROWS)
+        throw btfError(`more than ${MAX_ROWS} layout rows (malformed nesting)`, { type_id: id });
     }
   };
   walk(id, 0, 0);

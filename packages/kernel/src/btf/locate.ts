@@ -45,9 +45,7 @@ const KERNEL_LOAD_MIN = 16 << 20;
 /** Scan order: hint; then memory from 16 MiB up (where the kernel image lives); then below 16 MiB. */
 function scanPlan(ranges: readonly PhysRange[], opts: LocateBtfOptions): PhysRange[] {
   const clip = (lo: number, hi: number): PhysRange[] =>
-    ranges
-      .map((r) => ({ start: Math.max(r.start, lo), end: Math.min(r.end, hi) }))
-      .filter((r) => r.end > r.start);
+    ranges.map((r) => ({ start: Math.max(r.start, lo), end: Math.min(r.end, hi) })).filter((r) => r.end > r.start);
   const subtract = (rs: PhysRange[], cut: PhysRange | undefined): PhysRange[] => {
     if (!cut) return rs;
     const out: PhysRange[] = [];
@@ -143,13 +141,19 @@ export async function locateBtf(mem: PhysicalMemory, opts: LocateBtfOptions = {}
     try {
       btf = new Btf(blob);
     } catch (e) {
-      cand.verdict = e instanceof PmiError ? `parse failed: ${e.message}` : `parse failed: ${String(e)}`;
+      const msg = e instanceof PmiError ? e.message : String(e);
+      // Split BTF (modules, BPF programs) has no leading NUL: its strings continue vmlinux's.
+      const why = /must start with a NUL/.test(msg) ? ' (split/module BTF, or an overwritten copy)' : '';
+      cand.verdict = `parse failed: ${msg}${why}`;
       return;
     }
     const ts = btf.findType('task_struct', BtfKind.STRUCT);
     const pcpu = btf.findType('.data..percpu', BtfKind.DATASEC);
     if (ts === undefined || pcpu === undefined) {
-      const what = [ts === undefined ? 'no struct task_struct' : '', pcpu === undefined ? 'no .data..percpu DATASEC' : '']
+      const what = [
+        ts === undefined ? 'no struct task_struct' : '',
+        pcpu === undefined ? 'no .data..percpu DATASEC' : '',
+      ]
         .filter(Boolean)
         .join(', ');
       cand.verdict = `not vmlinux BTF (${btf.typeCount} types; ${what}: module or BPF program BTF?)`;

@@ -24,7 +24,10 @@ export interface ParseBtfOptions {
 
 const ORIGIN = 'btf';
 
-export function btfError(msg: string, data: { offset?: number; type_id?: number; [k: string]: unknown } = {}): PmiError {
+export function btfError(
+  msg: string,
+  data: { offset?: number; type_id?: number; [k: string]: unknown } = {},
+): PmiError {
   const where: string[] = [];
   if (data.type_id !== undefined) where.push(`type id ${data.type_id}`);
   if (data.offset !== undefined) where.push(`byte offset ${data.offset}`);
@@ -37,7 +40,8 @@ export function btfError(msg: string, data: { offset?: number; type_id?: number;
  * (defaults to bytes.length; the locator passes more to size a blob from its header alone).
  */
 export function parseBtfHeader(bytes: Uint8Array, available = bytes.length): BtfHeader {
-  if (bytes.length < BTF_HEADER_LEN) throw btfError(`blob of ${bytes.length} bytes is shorter than the header`, { offset: 0 });
+  if (bytes.length < BTF_HEADER_LEN)
+    throw btfError(`blob of ${bytes.length} bytes is shorter than the header`, { offset: 0 });
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const magic = dv.getUint16(0, true);
   if (magic !== BTF_MAGIC) {
@@ -170,7 +174,8 @@ export class BtfData {
           const off = (d >>> 16) & 0xff;
           const enc = (d >>> 24) & 0x0f;
           if (st !== 1 && st !== 2 && st !== 4 && st !== 8 && st !== 16) fail(`bad size ${st}`, 2);
-          if (bits === 0 || bits > 128 || off + bits > st * 8) fail(`bad bits ${bits} / offset ${off} for size ${st}`, 3);
+          if (bits === 0 || bits > 128 || off + bits > st * 8)
+            fail(`bad bits ${bits} / offset ${off} for size ${st}`, 3);
           if (enc !== 0 && enc !== 1 && enc !== 2 && enc !== 4) fail(`bad encoding ${enc}`, 3);
           break;
         }
@@ -200,30 +205,36 @@ export class BtfData {
         case BtfKind.UNION:
           for (let j = 0, q = p + 3; j < vlen; j++, q += 3) {
             if (words[q] >= strEnd) fail(`member ${j} name offset ${words[q]} beyond the strings (${strEnd})`, q - p);
-            if (words[q + 1] >= count) fail(`member ${j} type id ${words[q + 1]} out of range (${count} types)`, q + 1 - p);
+            if (words[q + 1] >= count)
+              fail(`member ${j} type id ${words[q + 1]} out of range (${count} types)`, q + 1 - p);
           }
           break;
         case BtfKind.ENUM:
           if (st !== 1 && st !== 2 && st !== 4 && st !== 8) fail(`bad size ${st}`, 2);
           for (let j = 0, q = p + 3; j < vlen; j++, q += 2)
-            if (words[q] >= strEnd) fail(`enumerator ${j} name offset ${words[q]} beyond the strings (${strEnd})`, q - p);
+            if (words[q] >= strEnd)
+              fail(`enumerator ${j} name offset ${words[q]} beyond the strings (${strEnd})`, q - p);
           break;
         case BtfKind.ENUM64:
           if (st !== 1 && st !== 2 && st !== 4 && st !== 8) fail(`bad size ${st}`, 2);
           for (let j = 0, q = p + 3; j < vlen; j++, q += 3)
-            if (words[q] >= strEnd) fail(`enumerator ${j} name offset ${words[q]} beyond the strings (${strEnd})`, q - p);
+            if (words[q] >= strEnd)
+              fail(`enumerator ${j} name offset ${words[q]} beyond the strings (${strEnd})`, q - p);
           break;
         case BtfKind.FUNC_PROTO:
           if (st >= count) fail(`return type id ${st} out of range (${count} types)`, 2);
           for (let j = 0, q = p + 3; j < vlen; j++, q += 2) {
-            if (words[q] >= strEnd) fail(`parameter ${j} name offset ${words[q]} beyond the strings (${strEnd})`, q - p);
-            if (words[q + 1] >= count) fail(`parameter ${j} type id ${words[q + 1]} out of range (${count} types)`, q + 1 - p);
+            if (words[q] >= strEnd)
+              fail(`parameter ${j} name offset ${words[q]} beyond the strings (${strEnd})`, q - p);
+            if (words[q + 1] >= count)
+              fail(`parameter ${j} type id ${words[q + 1]} out of range (${count} types)`, q + 1 - p);
           }
           break;
         case BtfKind.DATASEC:
           for (let j = 0, q = p + 3; j < vlen; j++, q += 3) {
             const t = words[q];
-            if (t >= count || t === 0 || this.rawKind(t) !== BtfKind.VAR) fail(`entry ${j} type id ${t} is not a VAR`, q - p);
+            if (t >= count || t === 0 || this.rawKind(t) !== BtfKind.VAR)
+              fail(`entry ${j} type id ${t} is not a VAR`, q - p);
           }
           break;
         case BtfKind.FLOAT:
@@ -256,7 +267,8 @@ export class BtfData {
 
   /** Throws E_BTF for ids that do not exist. */
   protected checkId(id: number): void {
-    if (!(id >= 0 && id < this.count && Number.isInteger(id))) throw btfError(`type id ${id} out of range (${this.count} types)`, { type_id: id });
+    if (!(id >= 0 && id < this.count && Number.isInteger(id)))
+      throw btfError(`type id ${id} out of range (${this.count} types)`, { type_id: id });
   }
 
   /** The BtfData holding id (this, or a base). */
@@ -324,7 +336,8 @@ export class BtfData {
   str(off: number): string {
     if (off === 0) return '';
     if (off < this.strStart) return this.base!.str(off);
-    if (!(off < this.strEnd)) throw btfError(`string offset ${off} out of range (${this.strEnd})`, { string_offset: off });
+    if (!(off < this.strEnd))
+      throw btfError(`string offset ${off} out of range (${this.strEnd})`, { string_offset: off });
     const start = off - this.strStart;
     const end = this.strs.indexOf(0, start); // the section ends with a NUL (checked at parse)
     if (this.strText === undefined) this.strText = latin1(this.strs);
