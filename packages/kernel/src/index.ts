@@ -3,3 +3,5 @@ export const KERNEL_PACKAGE = '@pmi/kernel';
 export * from './btf/index.js';
 export * from './paging/index.js';
 export * from './testkit/index.js';
+export * from './kallsyms/index.js';
+export * from './symfiles/index.js';
