@@ -1,7 +1,7 @@
 // Layers of kernel discovery; each sub-folder is usable on its own (see docs/architecture.md).
 export const KERNEL_PACKAGE = '@pmi/kernel';
-export * from './btf/index.js';
 export * from './paging/index.js';
 export * from './testkit/index.js';
+export * from './btf/index.js';
 export * from './kallsyms/index.js';
 export * from './symfiles/index.js';
