@@ -5,3 +5,4 @@ export * from './testkit/index.js';
 export * from './btf/index.js';
 export * from './kallsyms/index.js';
 export * from './symfiles/index.js';
+export * from './discovery/index.js';
