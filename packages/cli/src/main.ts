@@ -7,10 +7,9 @@ import { asPmiError } from '@pmi/core';
 import { buildProgram } from './program.js';
 import { printError } from './output.js';
 
-export const EXIT_OK = 0;
-export const EXIT_ERROR = 1;
-export const EXIT_USAGE = 2;
-export const EXIT_PARTIAL = 3;
+import { EXIT_ERROR, EXIT_OK, EXIT_USAGE } from './exit-codes.js';
+
+export { EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL } from './exit-codes.js';
 
 export async function main(argv: string[]): Promise<number> {
   let status = EXIT_OK;

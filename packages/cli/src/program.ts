@@ -3,7 +3,8 @@
  * parsing, exit codes and error rendering are handled here once for all commands.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { isPmiError, parseSafeNumber, parseSize, PmiError } from '@pmi/core';
+import { isPmiError, parseBigNumber, parseSafeNumber, parseSize, PmiError } from '@pmi/core';
+import { infoCommand, symCommand, typesCommand } from './commands/kernel.js';
 import { sourceCommand } from './commands/source.js';
 import { readCommand } from './commands/read.js';
 import { grepCommand } from './commands/grep.js';
@@ -38,6 +39,13 @@ export function buildProgram(
       new Option('-s, --source <uri>', 'target to read (default: $PMI_SOURCE, else the single running lab VM)'),
     )
     .option('--json', 'print one JSON document on stdout (errors as JSON on stderr)')
+    .option('--symbols <System.map>', 'symbol file, used when kallsyms is not found in memory (or with --prefer-file)')
+    .option('--isf <file.json[.xz]>', 'Volatility 3 ISF symbol file (symbols), same role as --symbols')
+    .option('--btf <file>', 'vmlinux BTF (/sys/kernel/btf/vmlinux copy or ELF vmlinux), used when BTF is not in memory')
+    .option(
+      '--prefer-file',
+      'trust --symbols/--isf/--btf over what memory says (default: memory wins, disagreements are warned)',
+    )
     .showHelpAfterError('(run `pmi --help` for usage)')
     .enablePositionalOptions(false);
 
@@ -52,8 +60,8 @@ export function buildProgram(
     .description('read physical memory: raw bytes to stdout (default), --hex for a hexdump -C view')
     .argument(
       '<addr>',
-      'physical address (0x hex or decimal)',
-      arg((t) => parseSafeNumber(t, 'address')),
+      'physical address, or virtual with --virtual (0x hex or decimal)',
+      arg((t) => parseBigNumber(t, 'address')),
     )
     .argument(
       '<len>',
@@ -61,7 +69,8 @@ export function buildProgram(
       arg((t) => parseSize(t, 'length')),
     )
     .option('--hex', 'print a hexdump -C style dump')
-    .action((addr: number, len: number, _o, cmd: Command) => run(() => readCommand(addr, len, cmd.optsWithGlobals())))
+    .option('--virtual', 'ADDR is a kernel virtual address, translated through the kernel page table')
+    .action((addr: bigint, len: number, _o, cmd: Command) => run(() => readCommand(addr, len, cmd.optsWithGlobals())))
     .addHelpText('after', '\nIf any byte cannot be read nothing is written and pmi exits 1 naming the address.');
 
   program
@@ -76,6 +85,23 @@ export function buildProgram(
       100,
     )
     .action((pattern: string, _o, cmd: Command) => run(() => grepCommand(pattern, cmd.optsWithGlobals())));
+
+  program
+    .command('info')
+    .description('find the kernel in memory: release, paging mode, KASLR, DTB, symbols, BTF, how each was found')
+    .action((_o, cmd: Command) => run(() => infoCommand(cmd.optsWithGlobals())));
+
+  program
+    .command('sym')
+    .description('look up kernel symbols: rows of name, address, type, module (every match)')
+    .argument('<name...>', 'symbol names (module:name for module symbols)')
+    .action((names: string[], _o, cmd: Command) => run(() => symCommand(names, cmd.optsWithGlobals())));
+
+  program
+    .command('types')
+    .description("print a struct/union layout from the kernel's BTF: offsets, sizes, field types")
+    .argument('<struct>', 'type name, e.g. task_struct')
+    .action((name: string, _o, cmd: Command) => run(() => typesCommand(name, cmd.optsWithGlobals())));
 
   program
     .command('adapter')

@@ -56,7 +56,18 @@ describe('pmi adapter (the executable)', () => {
   it('announces its ports, serves reads, prints stats on SIGUSR1 and at exit, exits 0 on SIGTERM', async () => {
     const child = spawn(
       process.execPath,
-      [bin, '--source', `raw:${image}`, 'adapter', '--listen', '127.0.0.2', '--port-base', String(portBase), '--tags', '4'],
+      [
+        bin,
+        '--source',
+        `raw:${image}`,
+        'adapter',
+        '--listen',
+        '127.0.0.2',
+        '--port-base',
+        String(portBase),
+        '--tags',
+        '4',
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let stdout = '';

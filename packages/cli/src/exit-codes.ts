@@ -1,0 +1,5 @@
+/** The exit-code contract (docs/cli.md). */
+export const EXIT_OK = 0;
+export const EXIT_ERROR = 1;
+export const EXIT_USAGE = 2;
+export const EXIT_PARTIAL = 3;
