@@ -64,7 +64,12 @@ describe('pmi read', () => {
   it('--json gives address as a hex string and the data', async () => {
     const r = await runCli(['--source', `raw:${image}`, '--json', 'read', '0x10', '8']);
     const doc = JSON.parse(r.stdout.toString());
-    expect(doc).toEqual({ address: '0x10', length: 8, data_hex: bytes.subarray(0x10, 0x18).toString('hex') });
+    expect(doc).toEqual({
+      address: '0x10',
+      length: 8,
+      virtual: false,
+      data_hex: bytes.subarray(0x10, 0x18).toString('hex'),
+    });
   });
 
   it('--hex output equals `hexdump -C -s ADDR -n LEN` of the image (addresses included)', async () => {
