@@ -1,0 +1,146 @@
+/**
+ * Issue-4 acceptance: what pmi finds from memory alone equals what the guest itself says
+ * (its /proc/kallsyms, uname, paging mode), over raw:, qemu: (live), elf: (QEMU's own dump)
+ * and nettlp:// (the software adapter serving the snapshot).
+ */
+import { readFileSync, rmSync, statSync, mkdtempSync, copyFileSync, openSync, writeSync, closeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import { openSource, type PhysicalMemory } from '@pmi/core';
+import '@pmi/sources';
+import { startAdapter } from '@pmi/nettlp';
+import { openLabVm, type GroundTruth } from '@pmi/lab';
+import { discoverKernel, type DiscoveredKernel } from '../src/index.js';
+
+const targets = inject('labTargets');
+const scratch = mkdtempSync(join(tmpdir(), 'pmi-discovery-'));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+async function discoverUri(uri: string): Promise<DiscoveredKernel> {
+  const mem = await openSource(uri);
+  try {
+    return await discoverKernel(mem);
+  } finally {
+    await mem.close();
+  }
+}
+
+function essentials(k: DiscoveredKernel) {
+  const f = k.facts;
+  return {
+    release: f.release,
+    levels: f.levels,
+    dtb: f.dtb,
+    slide: f.kaslrSlide,
+    physBase: f.physBase,
+    pageOffsetBase: f.pageOffsetBase,
+    symbols: f.symbolCount,
+    btfTypes: f.btfTypes,
+  };
+}
+
+describe.each(targets.map((t) => [t.id, t] as const))('discovery on %s', (_id, target) => {
+  const truth = JSON.parse(readFileSync(target.truth_path, 'utf8')) as GroundTruth;
+  let fromSnapshot: DiscoveredKernel;
+
+  it('finds release, paging mode, KASLR and every core symbol of /proc/kallsyms (raw: snapshot)', async () => {
+    const snapshot = await openSource('raw:' + target.snapshot_path);
+    try {
+      fromSnapshot = await discoverKernel(snapshot);
+      await checkAgainstTruth(fromSnapshot);
+    } finally {
+      await snapshot.close();
+    }
+  });
+
+  async function checkAgainstTruth(k: DiscoveredKernel): Promise<void> {
+    const f = k.facts;
+    expect(f.release).toBe(truth.uname_r);
+    expect(f.banner).toBe(truth.version.trim());
+    expect(f.levels).toBe(target.paging);
+    expect(f.symbolSource).toBe('memory');
+    expect(f.btfSource).toBe('memory');
+
+    const core = truth.kallsyms.filter((s) => s.module === undefined);
+    expect(f.symbolCount).toBe(core.length);
+    const mem = k.symbols;
+    let mismatches = 0;
+    const examples: string[] = [];
+    for (const s of core) {
+      const hits = mem.lookup(s.name);
+      if (!hits.some((h) => h.address === BigInt(s.address))) {
+        mismatches++;
+        if (examples.length < 5) examples.push(`${s.name}@${s.address}`);
+      }
+    }
+    expect(examples, `symbols whose address differs from /proc/kallsyms`).toEqual([]);
+    expect(mismatches).toBe(0);
+    for (const name of ['_text', 'init_task', 'sys_call_table', 'init_top_pgt', 'modules', 'prb', 'page_offset_base']) {
+      const want = core.find((s) => s.name === name);
+      expect(want, name).toBeDefined();
+      expect('0x' + mem.addressOf(name).toString(16)).toBe(want!.address);
+    }
+    const text = BigInt(core.find((s) => s.name === '_text')!.address);
+    expect(f.kaslrSlide).toBe(text - 0xffffffff81000000n);
+    // The page tables pmi found translate _text to the guest's own "Kernel code" start (/proc/iomem).
+    const code = truth.iomem?.find((r) => r.name === 'Kernel code');
+    if (code) expect(f.textPhys).toBe(Number(BigInt(code.start)));
+    // linux_banner read through the discovered kernel page table is the guest's banner.
+    const banner = await k.paging.readVirtual(mem.addressOf('linux_banner'), 14);
+    expect(Buffer.from(banner).toString('latin1')).toBe('Linux version ');
+  }
+
+  it('gives the same results on the live RAM file (qemu:)', async () => {
+    expect(essentials(await discoverUri(target.source_uri))).toEqual(essentials(fromSnapshot));
+  });
+
+  it("gives the same results on QEMU's own ELF dump (elf:)", async () => {
+    const vm = await openLabVm(target.name);
+    const path = join(scratch, `${target.name}.elf`);
+    await vm.dumpGuestMemory(path);
+    try {
+      expect(essentials(await discoverUri('elf:' + path))).toEqual(essentials(fromSnapshot));
+    } finally {
+      rmSync(path, { force: true });
+    }
+  });
+
+  it('gives the same results over NetTLP (software adapter serving the snapshot)', async () => {
+    const source = await openSource('raw:' + target.snapshot_path);
+    const portBase = 20000 + Math.floor(Math.random() * 400) * 64;
+    const adapter = await startAdapter({ source, listen: '127.0.0.2', portBase, tags: 32 });
+    try {
+      const size = statSync(target.snapshot_path).size;
+      const t0 = performance.now();
+      const k = await discoverUri(`nettlp://127.0.0.2:${portBase}?tags=32&mrrs=4096&ranges=0+${size}`);
+      const ms = performance.now() - t0;
+      console.log(
+        `[${target.id}] discovery over nettlp:// ${ms.toFixed(0)} ms (raw: ${fromSnapshot.facts.totalMs} ms)`,
+      );
+      expect(essentials(k)).toEqual(essentials(fromSnapshot));
+    } finally {
+      await adapter.close();
+      await source.close();
+    }
+  });
+
+  it('bad memory: zeroed kallsyms, truncated image — typed errors naming the stage, no hang', async () => {
+    const tables = fromSnapshot.kallsyms!.layout.tables;
+    const copy = join(scratch, `${target.name}.zeroed`);
+    copyFileSync(target.snapshot_path, copy);
+    const fd = openSync(copy, 'r+');
+    writeSync(fd, Buffer.alloc(4096), 0, 4096, tables.tokenTable);
+    closeSync(fd);
+    await expect(discoverUri('raw:' + copy)).rejects.toMatchObject({ code: 'E_NOT_FOUND', data: { stage: 'symbols' } });
+    rmSync(copy);
+
+    // The first 64 MiB only: the kernel image (loaded higher) is gone.
+    const mem: PhysicalMemory = await openSource(`raw:${target.snapshot_path}?size=${64 << 20}`);
+    try {
+      await expect(discoverKernel(mem)).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
+    } finally {
+      await mem.close();
+    }
+  });
+});
