@@ -111,29 +111,35 @@ describe.runIf(adapterMod !== undefined)('NetTLP client ↔ software adapter (en
     expect(Buffer.compare(low.subarray(0x2001, 0x2001 + data.length), data), stats).toBe(0);
   });
 
-  // The adapter's fault injector can also send a duplicate at once and hold the original back until
-  // after the next completion on that port: that copy then lands inside the *next* request on the tag
-  // and, for aligned reads, matches it exactly (tag, LowerAddress, ByteCount) — no NetTLP requester
-  // can tell it apart (see README-client.md). So dup and reorder are tested separately.
-  for (const fault of ['loss=0.05,reorder=0.05,seed=3', 'loss=0.02,dup=0.02,seed=4']) {
-    it(`a 16 MiB read through the adapter with faults ${fault} equals the source`, async () => {
-      const low = randomBytes(16 << 20, 4);
-      const { base, adapter } = await start(low, new Uint8Array(0), { fault, tags: 64 });
-      const c = await openNetTlp(`nettlp://127.0.0.2:${base}?ranges=0+16M&tags=64`);
-      cleanups.push(() => c.close());
-      const t0 = performance.now();
-      const got = await readPhys(c, 0, low.length);
-      const stats = JSON.stringify((adapter as unknown as { stats(): unknown }).stats());
-      console.log(
-        `adapter ${fault} 16 MiB: ${(performance.now() - t0).toFixed(0)} ms ${JSON.stringify(c.metrics)} ${stats}`,
-      );
-      if (Buffer.compare(got, low) !== 0) {
-        let first = 0;
-        while (got[first] === low[first]) first++;
-        console.log(`mismatch from 0x${first.toString(16)}: ${JSON.stringify(c.metrics)} ${stats}`);
-      }
-      expect(createHash('sha256').update(got).digest('hex')).toBe(createHash('sha256').update(low).digest('hex'));
-      expect(c.metrics.retries).toBeGreaterThan(0);
-    }, 60_000);
-  }
+  // Loss, reorder and duplication together, as the issue asks: the fault injector then also sends a
+  // duplicate at once and holds the original back until the next completion on that port (or ~2 ms),
+  // so the original lands inside the *next* request on the tag — with the old matching (tag,
+  // LowerAddress, ByteCount only) it was accepted whenever both requests ended at the same address
+  // mod 128. The client's drain-window quarantine must make that impossible (README-client.md).
+  // NETTLP_E2E_SEED varies the fault seed for repeated local runs.
+  const seed = Number(process.env.NETTLP_E2E_SEED ?? 3);
+  const fault = `loss=0.05,reorder=0.05,dup=0.01,seed=${seed}`;
+  it(`a 64 MiB read through the adapter with faults ${fault} equals the source (sha256)`, async () => {
+    const low = randomBytes(64 << 20, 4 + seed);
+    const { base, adapter } = await start(low, new Uint8Array(0), { fault, tags: 64 });
+    const c = await openNetTlp(`nettlp://127.0.0.2:${base}?ranges=0+64M&tags=64`);
+    cleanups.push(() => c.close());
+    const t0 = performance.now();
+    const got = await readPhys(c, 0, low.length);
+    const ms = performance.now() - t0;
+    const stats = (adapter as unknown as { stats(): { fault: Record<string, number> } }).stats();
+    console.log(`adapter ${fault} 64 MiB: ${ms.toFixed(0)} ms ${JSON.stringify(c.metrics)} ${JSON.stringify(stats)}`);
+    if (Buffer.compare(got, low) !== 0) {
+      let first = 0;
+      while (got[first] === low[first]) first++;
+      console.log(`mismatch from 0x${first.toString(16)}`);
+    }
+    expect(createHash('sha256').update(got).digest('hex')).toBe(createHash('sha256').update(low).digest('hex'));
+    // All three faults really happened, and the reads were retried.
+    expect(stats.fault.lost).toBeGreaterThan(0);
+    expect(stats.fault.reordered).toBeGreaterThan(0);
+    expect(stats.fault.duplicated).toBeGreaterThan(0);
+    expect(c.metrics.retries).toBeGreaterThan(0);
+    expect(ms).toBeLessThan(60_000);
+  }, 120_000);
 });

@@ -90,7 +90,8 @@ describe('NetTLP client on a bad link', () => {
         reads++;
       }
       expect(delayedAt).toBeGreaterThanOrEqual(0);
-      expect(client.metrics.timeouts).toBeGreaterThanOrEqual(1);
+      // (a timeout, or a fast retry when a later chunk of the same read completed first)
+      expect(client.metrics.timeouts + client.metrics.fast_retries).toBeGreaterThanOrEqual(1);
       expect(client.metrics.retries).toBeGreaterThanOrEqual(1);
       expect(client.metrics.late_completions, JSON.stringify(client.metrics)).toBeGreaterThanOrEqual(1);
     }

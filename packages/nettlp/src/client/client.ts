@@ -62,6 +62,12 @@ import { formatNetTlpUri, type NetTlpClientOptions } from './uri.js';
 const ORIGIN = 'nettlp';
 /** Drain window for late completions after a timeout: max(4·RTO, this), capped (see the header). */
 export const QUARANTINE_MS = 50;
+/**
+ * Floor of the drain window after a request *completed* (duplicates of its completions may still be
+ * on the way): max(this, 2·(SRTT + 4·RTTVAR)) + timer lag. The software adapter's reorder injection
+ * holds a completion back for at most ~2 ms (`flush`), so this must stay above that.
+ */
+export const DRAIN_MS = 3;
 
 const IDLE = 0;
 const BUSY = 1;
@@ -88,6 +94,10 @@ export interface NetTlpMetrics {
   duplicates: number;
   /** Completions with status UR/CA/CRS. */
   error_completions: number;
+  /** Completions repeating a received region with *different* bytes (one of them is stale): the request was re-issued. */
+  conflicts: number;
+  /** Chunks cut short so that their end residue differs from the quarantined ones of a free tag. */
+  shifted_chunks: number;
   /** Payload bytes read into callers' buffers. */
   bytes: number;
   /** MWr datagrams sent and their payload bytes. */
@@ -125,6 +135,15 @@ class OpState {
   ) {}
 }
 
+/** A chunk to re-request on another tag (after conflicting completions). */
+interface Retry {
+  op: OpState;
+  addr: number;
+  len: number;
+  dstOff: number;
+  attempts: number;
+}
+
 interface WriteJob {
   ops: readonly MemOp[];
   resolve: () => void;
@@ -142,10 +161,17 @@ class Slot {
   sentAt = 0;
   deadline = 0;
   received = 0;
-  /** Per end-address residue (mod 128): time until which a late completion of a timed-out request may arrive. */
+  /**
+   * Quarantine per end-address residue (mod 128): time until which a stale completion of a request
+   * that ended at this residue (completed, failed or abandoned) may still arrive on this tag…
+   */
   readonly poison = new Float64Array(128);
-  /** Latest poison expiry (fast path: nothing poisoned when ≤ now). */
+  /** …and the smallest ByteCount such a stale completion can carry (0 = any; a request shorter than this is safe). */
+  readonly poisonBc = new Float64Array(128);
+  /** Latest poison expiry (fast path: nothing poisoned when ≤ the drain mark). */
   poisonMax = 0;
+  /** Smallest ByteCount accepted for the current request (its last completion's). */
+  minBc = Infinity;
   /** Send time of the timed-out attempt per poisoned residue (0 once a late answer gave an RTT sample). */
   readonly poisonSent = new Float64Array(128);
   readonly tx = Buffer.alloc(32);
@@ -178,7 +204,11 @@ export class NetTlpClient implements PhysicalMemory {
   private freeHead = 0;
   private freeCount = 0;
   private readonly cooling: Slot[] = [];
-  private coolingScheduled = false;
+  private checkScheduled = false;
+  /** Time of the last check-phase tick (onCheck) and the drain mark derived from the one before. */
+  private checkAt = 0;
+  private drainMark = 0;
+  private readonly retryQueue: Retry[] = [];
   private readonly queue: Batch[] = [];
   private readonly writeQueue: WriteJob[] = [];
   private readonly live = new Set<Batch | WriteJob>();
@@ -209,6 +239,8 @@ export class NetTlpClient implements PhysicalMemory {
       late_completions: 0,
       duplicates: 0,
       error_completions: 0,
+      conflicts: 0,
+      shifted_chunks: 0,
       bytes: 0,
       writes: 0,
       bytes_written: 0,
@@ -380,6 +412,7 @@ export class NetTlpClient implements PhysicalMemory {
       for (const j of this.live) this.settle(j, err);
       this.live.clear();
       this.queue.length = 0;
+      this.retryQueue.length = 0;
       this.writeQueue.length = 0;
       for (const w of this.txWaiters.splice(0)) w(Buffer.alloc(0));
       await Promise.all(
@@ -469,6 +502,22 @@ export class NetTlpClient implements PhysicalMemory {
   /** Hand queued work to idle tags. */
   private pump(): void {
     if (this.closed) return;
+    while (this.retryQueue.length > 0 && this.freeCount > 0) {
+      const c = this.retryQueue[0];
+      if (c.op.error !== null || c.op.batch.settled) {
+        this.retryQueue.shift();
+        this.opDone(c.op, null);
+        continue;
+      }
+      const r = (c.addr + c.len) % 128;
+      const i = this.findFree(r, c.len);
+      if (i < 0) {
+        this.waitForResidue(r);
+        break;
+      }
+      this.retryQueue.shift();
+      this.issue(this.takeFree(i), c.op, c.addr, c.len, c.dstOff, c.attempts);
+    }
     while (this.freeCount > 0) {
       if (this.writeQueue.length > 0) {
         const job = this.writeQueue.shift()!;
@@ -492,41 +541,83 @@ export class NetTlpClient implements PhysicalMemory {
       }
       if (!op) return;
       const a = op.addr + op.issued;
+      // Longest chunk: Length×4 ≤ MRRS ((a mod 4) + n ≤ MRRS), inside one 4 KiB page, inside the op.
+      let n = this.options.mrrs - (a % 4);
+      const toPage = 4096 - (a % 4096);
+      if (toPage < n) n = toPage;
       const remaining = op.buf.length - op.issued;
-      // Length×4 must stay ≤ MRRS, so an unaligned chunk ends at the next MRRS-aligned address
-      // (MRRS divides 4 KiB, so this also keeps requests inside one page).
-      const mrrs = this.options.mrrs;
-      let n = mrrs - (a % mrrs);
       if (remaining < n) n = remaining;
-      let slot: Slot;
-      const head = this.slots[this.freeRing[this.freeHead]];
-      if (head.poisonMax <= performance.now()) {
-        slot = this.popFree();
-      } else {
-        // Some tag saw a timeout recently: avoid end residues its late completions could match.
-        const now = performance.now();
-        const r = (a + n) % 128;
-        const i = this.findFree(r, now);
-        if (i >= 0) slot = this.takeFree(i);
-        else {
-          // No free tag may take this end residue yet: wait for a tag to free (pump() runs then) or a
-          // poison to expire. (Shortening the chunk does not help: the piece ending at the next MRRS
-          // boundary has the same residue again.)
-          let at = Infinity;
-          const nf = this.freeRing.length;
-          for (let k = 0; k < this.freeCount; k++) {
-            const p = this.slots[this.freeRing[(this.freeHead + k) % nf]].poison[r];
-            if (p < at) at = p;
-          }
-          this.armPumpTimer(at);
-          return;
-        }
+      // A free tag that may take a request ending at a + n, or the longest shorter chunk some free tag
+      // may take (its end at another residue mod 128): see placeChunk.
+      const pos = this.placeChunk(a, n);
+      if (pos < 0) {
+        this.waitForResidue((a + n) % 128);
+        return;
       }
+      if (this.placeEnd !== a + n) {
+        n = this.placeEnd - a;
+        this.metrics.shifted_chunks++;
+      }
+      const slot = this.takeFree(pos);
       const dstOff = op.issued;
       op.issued += n;
       op.outstanding++;
       this.issue(slot, op, a, n, dstOff, 0);
     }
+  }
+
+  /** End address chosen by the last successful placeChunk. */
+  private placeEnd = 0;
+
+  /**
+   * Choose a free tag for a chunk starting at a, at most n bytes long: the least recently used tag
+   * that may take the full chunk (its end residue is not quarantined there, see eligible()), else the
+   * longest chunk ending 4-aligned up to 124 bytes earlier that some free tag may take — so the
+   * following chunks end at other residues too (the next page-final chunk picks the phase up again).
+   * Returns the free-ring position (placeEnd = chosen end) or -1.
+   */
+  private placeChunk(a: number, n: number): number {
+    const nf = this.freeRing.length;
+    const eMax = a + n;
+    const mark = this.drainMark;
+    let lo = eMax - 128;
+    if (lo < a) lo = a;
+    let bestPos = -1;
+    let bestE = lo;
+    for (let i = 0; i < this.freeCount; i++) {
+      const s = this.slots[this.freeRing[(this.freeHead + i) % nf]];
+      if (s.poisonMax <= mark) {
+        bestPos = i;
+        bestE = eMax;
+        break;
+      }
+      let e = eMax;
+      while (e > bestE) {
+        const r = e % 128;
+        if (s.poison[r] <= mark || s.poisonBc[r] > e - a) break;
+        e -= e % 4 === 0 ? 4 : e % 4;
+      }
+      if (e > bestE) {
+        bestPos = i;
+        bestE = e;
+        if (e === eMax) break;
+      }
+    }
+    this.placeEnd = bestE;
+    return bestPos;
+  }
+
+  /** No free tag may take a request ending at residue r: pump again when one may (or a tag frees). */
+  private waitForResidue(r: number): void {
+    let at = Infinity;
+    const nf = this.freeRing.length;
+    for (let k = 0; k < this.freeCount; k++) {
+      const p = this.slots[this.freeRing[(this.freeHead + k) % nf]].poison[r];
+      if (p < at) at = p;
+    }
+    if (at === Infinity) return; // no free tag: a completion or timeout pumps again
+    if (at <= performance.now()) this.requestCheck(); // expired, but the drain mark has to catch up
+    else this.armPumpTimer(at);
   }
 
   private issue(s: Slot, op: OpState, addr: number, len: number, dstOff: number, attempts: number): void {
@@ -537,6 +628,7 @@ export class NetTlpClient implements PhysicalMemory {
     s.dstOff = dstOff;
     s.attempts = attempts;
     s.received = 0;
+    s.minBc = Infinity;
     s.mask.fill(0, 0, len);
     this.sendRead(s);
   }
@@ -569,10 +661,9 @@ export class NetTlpClient implements PhysicalMemory {
       return;
     }
     if (s.state !== BUSY) {
-      // A cooling tag just finished its request: this repeats one of its completions.
       const r = (t.lowerAddress + t.byteCount) % 128;
-      if (s.state === COOLING && !(s.poison[r] > performance.now())) m.duplicates++;
-      else if (s.poisonMax > 0 && t.status === CPL_SC) this.lateCompletion(s, r);
+      if (t.status === CPL_SC && s.poisonSent[r] > 0) this.lateCompletion(s, r);
+      else if (s.state === COOLING) m.duplicates++; // repeats a completion of the request just finished
       else m.late_completions++;
       return;
     }
@@ -588,6 +679,7 @@ export class NetTlpClient implements PhysicalMemory {
         return;
       }
       m.error_completions++;
+      this.quarantine(s, (s.addr + s.len) % 128, t.byteCount, performance.now() + this.drainWindow());
       this.finishSlot(s, this.completionError(s, t.status));
       return;
     }
@@ -598,7 +690,8 @@ export class NetTlpClient implements PhysicalMemory {
     if (t.byteCount > req) {
       // Longer than this request: a late answer to an earlier, longer request on this tag, or garbage.
       const r = (t.lowerAddress + t.byteCount) % 128;
-      if (s.poisonMax > 0 && s.poison[r] > 0) this.lateCompletion(s, r);
+      if (s.poisonSent[r] > 0) this.lateCompletion(s, r);
+      else if (s.poison[r] > 0) m.late_completions++;
       else m.dropped_invalid++;
       return;
     }
@@ -614,7 +707,8 @@ export class NetTlpClient implements PhysicalMemory {
       // Low 7 bits of the first byte's address do not match: a late answer to an earlier request on
       // this tag (its end residue is poisoned) or garbage.
       const r = (t.lowerAddress + t.byteCount) % 128;
-      if (s.poisonMax > 0 && s.poison[r] > 0) this.lateCompletion(s, r);
+      if (s.poisonSent[r] > 0) this.lateCompletion(s, r);
+      else if (s.poison[r] > 0) m.late_completions++;
       else m.dropped_invalid++;
       return;
     }
@@ -623,15 +717,23 @@ export class NetTlpClient implements PhysicalMemory {
     const firstSet = mask.indexOf(1, off);
     if (firstSet !== -1 && firstSet < end) {
       const firstClear = mask.indexOf(0, off);
-      if (firstClear === -1 || firstClear >= end) m.duplicates++;
-      else m.dropped_invalid++; // overlaps a different split: inconsistent
+      if (firstClear === -1 || firstClear >= end) {
+        const p = t.payloadOffset + lead;
+        // Same region, different bytes: one of the two is a stale completion of another request.
+        if (msg.compare(s.scratch, off, end, p, p + valid) !== 0) this.onConflict(s);
+        else m.duplicates++;
+      } else m.dropped_invalid++; // overlaps a different split: inconsistent
       return;
     }
     msg.copy(s.scratch, off, t.payloadOffset + lead, t.payloadOffset + lead + valid);
     mask.fill(1, off, end);
     s.received += valid;
+    if (t.byteCount < s.minBc) s.minBc = t.byteCount;
     m.completions++;
     if (s.received === req) {
+      // Copies of this request's completions may still be on the way: quarantine its end residue on
+      // this tag for the drain window (for requests not shorter than its smallest ByteCount).
+      this.quarantine(s, (s.addr + req) % 128, s.minBc, performance.now() + this.drainWindow());
       const op = s.op!;
       if (op.error === null && !op.batch.settled) s.scratch.copy(op.buf, s.dstOff, 0, req);
       m.bytes += req;
@@ -725,26 +827,70 @@ export class NetTlpClient implements PhysicalMemory {
     }
   }
 
-  /** Completed tags rest until the check phase, so a duplicate already queued on the socket drains first. */
+  /** Finished tags rest until the check phase, so a duplicate already queued on the socket drains first. */
   private cool(s: Slot): void {
     s.state = COOLING;
     this.cooling.push(s);
-    if (!this.coolingScheduled) {
-      this.coolingScheduled = true;
-      setImmediate(this.releaseCooling);
+    this.requestCheck();
+  }
+
+  private requestCheck(): void {
+    if (!this.checkScheduled) {
+      this.checkScheduled = true;
+      setImmediate(this.onCheck);
     }
   }
 
-  private readonly releaseCooling = (): void => {
-    this.coolingScheduled = false;
+  /**
+   * Check-phase tick: frees the cooling tags and advances the drain mark. At most one tick is pending,
+   * and an immediate queued during the check phase runs in the next loop iteration, so consecutive
+   * ticks run in different iterations: a poll phase began after the previous tick, and every datagram
+   * that reached our sockets before it has been read (libuv reads up to 32 per socket and poll). That
+   * time is the drain mark: a quarantine that expired before it cannot have a stale completion left
+   * in a socket buffer, even when the event loop stalled.
+   */
+  private readonly onCheck = (): void => {
+    this.checkScheduled = false;
     if (this.closed) return;
+    this.drainMark = this.checkAt;
+    this.checkAt = performance.now();
     for (const s of this.cooling) this.pushFree(s);
     this.cooling.length = 0;
     this.pump();
   };
 
+  /** Drain window after a request completed or failed: see DRAIN_MS. */
+  private drainWindow(): number {
+    let w = 2 * (this.srtt + 4 * this.rttvar);
+    if (w < DRAIN_MS) w = DRAIN_MS;
+    return w + 2 * this.loopLag;
+  }
+
+  /**
+   * Stale completions of a request that ended at residue r on this tag, with ByteCount ≥ minBc, may
+   * arrive until `until`: no request ending at r and at least minBc bytes long goes to this tag before
+   * then (a live entry is merged: later expiry, smaller ByteCount).
+   */
+  private quarantine(s: Slot, r: number, minBc: number, until: number): void {
+    if (s.poison[r] > this.drainMark) {
+      if (until > s.poison[r]) s.poison[r] = until;
+      if (minBc < s.poisonBc[r]) s.poisonBc[r] = minBc;
+    } else {
+      s.poison[r] = until;
+      s.poisonBc[r] = minBc;
+      s.poisonSent[r] = 0;
+    }
+    if (until > s.poisonMax) s.poisonMax = until;
+  }
+
+  /** May this tag take a request of len bytes ending at residue r? (see quarantine) */
+  private eligible(s: Slot, r: number, len: number): boolean {
+    const mark = this.drainMark;
+    return s.poisonMax <= mark || s.poison[r] <= mark || s.poisonBc[r] > len;
+  }
+
   /** After a timeout: late completions for (addr, len) may still arrive on this tag; see the header. */
-  private poisonSlot(s: Slot, now: number): void {
+  private poisonSlot(s: Slot, now: number, rttSample = true): void {
     // Late completions can be late by the path's jitter and by event-loop stalls (ours and, in-process,
     // the adapter's): scale the window with SRTT and the measured timer lag too.
     let q = 4 * this.rto;
@@ -752,19 +898,16 @@ export class NetTlpClient implements PhysicalMemory {
     q += 16 * this.loopLag;
     if (q < QUARANTINE_MS) q = QUARANTINE_MS;
     if (q > 2 * this.options.maxTimeoutMs) q = 2 * this.options.maxTimeoutMs;
-    const until = now + q;
     const r = (s.addr + s.len) % 128;
-    s.poison[r] = until;
-    s.poisonSent[r] = s.sentAt;
-    if (until > s.poisonMax) s.poisonMax = until;
+    this.quarantine(s, r, 0, now + q);
+    s.poisonSent[r] = rttSample ? s.sentAt : 0;
   }
 
-  /** Position in the free ring of the first tag that may serve a request ending at residue r, or -1. */
-  private findFree(r: number, now: number): number {
+  /** Position in the free ring of the first tag that may serve a request of len bytes ending at residue r, or -1. */
+  private findFree(r: number, len: number): number {
     const n = this.freeRing.length;
     for (let i = 0; i < this.freeCount; i++) {
-      const s = this.slots[this.freeRing[(this.freeHead + i) % n]];
-      if (s.poisonMax <= now || s.poison[r] <= now) return i;
+      if (this.eligible(this.slots[this.freeRing[(this.freeHead + i) % n]], r, len)) return i;
     }
     return -1;
   }
@@ -892,7 +1035,7 @@ export class NetTlpClient implements PhysicalMemory {
       return;
     }
     m.retries++;
-    const i = this.freeCount > 0 ? this.findFree((s.addr + s.len) % 128, performance.now()) : -1;
+    const i = this.freeCount > 0 ? this.findFree((s.addr + s.len) % 128, s.len) : -1;
     if (i >= 0) {
       // Fresh request on another tag; this one goes back to the pool, poisoned for this residue.
       const t = this.takeFree(i);
@@ -906,6 +1049,41 @@ export class NetTlpClient implements PhysicalMemory {
       s.attempts++;
       this.sendRead(s);
     }
+  }
+
+  /**
+   * Two completions for the same region of the current request carry different bytes: one of them is a
+   * stale completion of an earlier request on this tag. Which one cannot be told, so the partial
+   * assembly is dropped, the end residue quarantined like after a timeout, and the chunk re-requested
+   * on a tag that may take it.
+   */
+  private onConflict(s: Slot): void {
+    const m = this.metrics;
+    m.conflicts++;
+    this.poisonSlot(s, performance.now(), false);
+    const op = s.op!;
+    if (op.error !== null || op.batch.settled) {
+      this.finishSlot(s, null);
+      return;
+    }
+    if (s.attempts >= this.options.retries) {
+      this.finishSlot(
+        s,
+        new PmiError(
+          'E_SOURCE_IO',
+          ORIGIN,
+          `conflicting completions from ${this.hostIp} for a read of ${s.len} bytes at ${hex(s.addr)} after ${s.attempts + 1} attempts`,
+          { uri: this._info.uri, address: hex(s.addr), request_address: hex(op.addr), attempts: s.attempts + 1 },
+        ),
+      );
+      return;
+    }
+    m.retries++;
+    const { addr, len, dstOff, attempts } = s;
+    s.op = null;
+    this.cool(s);
+    this.retryQueue.push({ op, addr, len, dstOff, attempts: attempts + 1 });
+    this.pump();
   }
 
   // ---------------------------------------------------------------- writes
