@@ -6,3 +6,4 @@ export * from './btf/index.js';
 export * from './kallsyms/index.js';
 export * from './symfiles/index.js';
 export * from './discovery/index.js';
+export * from './objects/index.js';

@@ -1,0 +1,17 @@
+// Typed kernel objects: resolved layouts, batched struct reads, globals, per-CPU, list walks. See README-objects.md.
+export { KernelObjects, type KernelObjectsInit, type GlobalInfo } from './kernel.js';
+export { Layout, FieldKind, scalarOf, type Field, type Scalar, type Hop, type LayoutOptions } from './layout.js';
+export { StructView, ArrayView, decodeInt, decodeNum, type FieldRef } from './view.js';
+export { GLOBAL_TYPES, type GlobalSpec } from './globals.js';
+export {
+  walkList,
+  walkHlist,
+  walkRbTree,
+  collectList,
+  collect,
+  DEFAULT_MAX,
+  type WalkOptions,
+  type HlistOptions,
+  type ListResult,
+} from './walk.js';
+export { E_LIST, type ListErrorReason } from './errors.js';
