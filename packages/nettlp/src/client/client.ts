@@ -551,7 +551,8 @@ export class NetTlpClient implements PhysicalMemory {
       // may take (its end at another residue mod 128): see placeChunk.
       const pos = this.placeChunk(a, n);
       if (pos < 0) {
-        this.waitForResidue((a + n) % 128);
+        if (pos === -2) this.requestCheck();
+        else this.waitForResidue((a + n) % 128);
         return;
       }
       if (this.placeEnd !== a + n) {
@@ -574,12 +575,15 @@ export class NetTlpClient implements PhysicalMemory {
    * that may take the full chunk (its end residue is not quarantined there, see eligible()), else the
    * longest chunk ending 4-aligned up to 124 bytes earlier that some free tag may take — so the
    * following chunks end at other residues too (the next page-final chunk picks the phase up again).
-   * Returns the free-ring position (placeEnd = chosen end) or -1.
+   * Returns the free-ring position (placeEnd = chosen end), -1, or -2 when a free tag's quarantine for
+   * the full chunk has expired but the drain mark has not caught up yet (worth a loop iteration's wait
+   * rather than a shorter chunk).
    */
   private placeChunk(a: number, n: number): number {
     const nf = this.freeRing.length;
     const eMax = a + n;
     const mark = this.drainMark;
+    let now = -1;
     let lo = eMax - 128;
     if (lo < a) lo = a;
     let bestPos = -1;
@@ -590,6 +594,11 @@ export class NetTlpClient implements PhysicalMemory {
         bestPos = i;
         bestE = eMax;
         break;
+      }
+      const rMax = eMax % 128;
+      if (s.poison[rMax] > mark && s.poisonBc[rMax] <= n) {
+        if (now < 0) now = performance.now();
+        if (s.poison[rMax] <= now) return -2;
       }
       let e = eMax;
       while (e > bestE) {
