@@ -4,5 +4,9 @@ import { main } from '../../packages/cli/dist/main.js';
 const t0 = performance.now();
 const code = await main(['--json', '--source', process.argv[2], 'info']);
 process.stderr.write(
-  JSON.stringify({ code, wall_ms: Math.round(performance.now() - t0), max_rss_mib: Math.round(process.resourceUsage().maxRSS / 1024) }) + '\n',
+  JSON.stringify({
+    code,
+    wall_ms: Math.round(performance.now() - t0),
+    max_rss_mib: Math.round(process.resourceUsage().maxRSS / 1024),
+  }) + '\n',
 );

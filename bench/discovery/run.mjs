@@ -70,7 +70,12 @@ if (values.uri) {
   rows.push(await measure(values.uri, values.uri));
 } else {
   for (const size of values.sizes.split(',')) {
-    const vm = await startLabVm({ kernel: values.kernel, paging: Number(values.paging), memory: size, name: `bench-disc-${process.pid}-${size}` });
+    const vm = await startLabVm({
+      kernel: values.kernel,
+      paging: Number(values.paging),
+      memory: size,
+      name: `bench-disc-${process.pid}-${size}`,
+    });
     try {
       rows.push(await measure(`${values.kernel} ${size} paging ${values.paging}`, vm.sourceUri, vm.ramPath));
     } finally {
@@ -78,6 +83,6 @@ if (values.uri) {
     }
   }
 }
-console.table(rows.map(({ steps, ...r }) => r));
+console.table(rows.map(({ steps: _steps, ...r }) => r));
 console.log('per-stage ms:', JSON.stringify(rows.map((r) => ({ target: r.target, ...r.steps }))));
 console.log('goal: cold info ≤ 2000 ms and ≤ 256 MiB RSS on 4 GiB');

@@ -18,6 +18,7 @@ export type ErrorCode =
   | 'E_BTF' // malformed BTF type information
   | 'E_SYMBOLS' // malformed or inconsistent symbol tables
   | 'E_NOT_FOUND' // a kernel structure that discovery could not locate (data: what was tried)
+  | 'E_LIST' // a kernel list walk that stopped early (cycle, unreadable node, too long): partial result
   | 'E_INTERNAL';
 
 export class PmiError extends Error {

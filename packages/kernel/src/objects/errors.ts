@@ -3,11 +3,8 @@ import { vaHex } from '../paging/va.js';
 
 export const ORIGIN = 'objects';
 
-/**
- * Walk errors (cycle, unreadable node, too long, NULL link). `E_LIST` is not yet in core's
- * ErrorCode union (packages/core is outside this folder): the cast goes away once it is added.
- */
-export const E_LIST = 'E_LIST' as ErrorCode;
+/** Walk errors (cycle, unreadable node, too long, NULL link): a partial result, not a crash. */
+export const E_LIST: ErrorCode = 'E_LIST';
 
 export type ListErrorReason = 'cycle' | 'unreadable' | 'too_long' | 'null_link';
 

@@ -625,7 +625,8 @@ export class NetTlpClient implements PhysicalMemory {
       if (p < at) at = p;
     }
     if (at === Infinity) return; // no free tag: a completion or timeout pumps again
-    if (at <= performance.now()) this.requestCheck(); // expired, but the drain mark has to catch up
+    if (at <= performance.now())
+      this.requestCheck(); // expired, but the drain mark has to catch up
     else this.armPumpTimer(at);
   }
 
@@ -672,7 +673,8 @@ export class NetTlpClient implements PhysicalMemory {
     if (s.state !== BUSY) {
       const r = (t.lowerAddress + t.byteCount) % 128;
       if (t.status === CPL_SC && s.poisonSent[r] > 0) this.lateCompletion(s, r);
-      else if (s.state === COOLING) m.duplicates++; // repeats a completion of the request just finished
+      else if (s.state === COOLING)
+        m.duplicates++; // repeats a completion of the request just finished
       else m.late_completions++;
       return;
     }
