@@ -10,7 +10,9 @@ const alias = {
   '@pmi/sources': here('./packages/sources/src/index.ts'),
   '@pmi/nettlp': here('./packages/nettlp/src/index.ts'),
   '@pmi/kernel': here('./packages/kernel/src/index.ts'),
+  '@pmi/linux': here('./packages/linux/src/index.ts'),
   '@pmi/lab': here('./lab/src/index.ts'),
+  lagmeter: here('./packages/lagmeter/src/index.ts'),
   '@pmi/cli': here('./packages/cli/src/index.ts'),
 };
 

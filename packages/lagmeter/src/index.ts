@@ -1,0 +1,2 @@
+// lagmeter: cloud-gaming latency meter (see README.md).
+export const LAGMETER_PACKAGE = 'lagmeter';
