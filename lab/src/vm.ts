@@ -43,7 +43,7 @@ export interface StartOptions {
   memory?: number | string;
   /** VM name (state file, RAM file); default `pmi-<kernel>-p<paging>-<random>`. */
   name?: string;
-  /** Extra kernel command-line arguments, appended after `console=ttyS0 panic=0`. */
+  /** Extra kernel command-line arguments, appended after `console=ttyS0 panic=0 no_timer_check`. */
   append?: string;
   /** Detached VMs survive this process (`pmi-lab up`); attached ones are killed when it exits. */
   detached?: boolean;
@@ -400,7 +400,9 @@ export async function startLabVm(opts: StartOptions): Promise<LabVm> {
     truth_path: resolvePath(dir, `${name}.truth.json`),
     qemu_log: resolvePath(dir, `${name}.qemu.log`),
     pidfile: resolvePath(dir, `${name}.pid`),
-    append: ['console=ttyS0', 'panic=0', opts.append ?? ''].join(' ').trim(),
+    // no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer check can miss ticks and
+    // panic ("IO-APIC + timer doesn't work!"); the check is meaningless for an emulated PIT.
+    append: ['console=ttyS0', 'panic=0', 'no_timer_check', opts.append ?? ''].join(' ').trim(),
     mode: opts.detached ? 'detached' : 'attached',
     owner_pid: process.pid,
     status: 'booting',

@@ -36,6 +36,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('lab target %s', (_id, tar
     expect(t.version).toContain(t.uname_r);
     expect(t.cmdline).toContain('console=ttyS0');
     expect(t.cmdline).toContain('panic=0');
+    expect(t.cmdline).toContain('no_timer_check');
     expect(t.cmdline).not.toContain('nokaslr');
     expect(t.mem_total_bytes).toBeGreaterThan(target.memory_bytes / 2);
     expect(t.mem_total_bytes).toBeLessThanOrEqual(target.memory_bytes);
