@@ -1,0 +1,2 @@
+// Process virtual memory through the process's own page tables.
+export * from './process-memory.js';

@@ -1,0 +1,4 @@
+// Processes and threads (ps, pstree, cmdline/env/maps): see tasks.ts.
+export * from './tasks.js';
+export * from './state.js';
+export * from './boottime.js';
