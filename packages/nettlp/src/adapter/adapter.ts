@@ -12,7 +12,15 @@ import dgram from 'node:dgram';
 import { PmiError, type PhysicalMemory } from '@pmi/core';
 import { MAX_DATAGRAM, NETTLP_HDR_LEN, TLP_4DW } from '../codec/tlp.js';
 import { PcapWriter } from '../pcap/writer.js';
-import { AdapterCore, validateSplitOptions, type AdapterStats, type Peer } from './core.js';
+import {
+  AdapterCore,
+  validateSplitOptions,
+  type AdapterStats,
+  type Peer,
+  type ReplyFn,
+  type SplitMode,
+} from './core.js';
+import { loadNativeIo, nativeIoError, type NativeIo } from './native.js';
 import {
   NO_FAULTS,
   faultsActive,
@@ -48,11 +56,24 @@ export interface AdapterOptions {
   now?: () => number;
   /** Send slots in the preallocated pool (default 4 × tags, at least 64). */
   sendSlots?: number;
+  /**
+   * How the first completion of a split read ends: 'rcb' (default) at the first RCB boundary, as
+   * root complexes do; 'mps' as large as MPS allows (also legal PCIe: fewer datagrams per read).
+   */
+  split?: SplitMode;
+  /**
+   * UDP I/O: 'native' (the optional addon: epoll + recvmmsg/sendmmsg, batched into one JS call per
+   * wake-up), 'dgram' (node:dgram), or 'auto' (default; native when built and loadable, else dgram;
+   * the env variable PMI_NETTLP_IO overrides 'auto'). Fault injection and pcap always use dgram.
+   */
+  io?: 'auto' | 'native' | 'dgram';
 }
 
 export interface NetTlpAdapter {
   readonly ports: { first: number; last: number };
   readonly address: string;
+  /** The UDP I/O in use. */
+  readonly io: 'native' | 'dgram';
   stats(): AdapterStats;
   close(): Promise<void>;
 }
@@ -150,16 +171,31 @@ export async function startAdapter(options: AdapterOptions): Promise<NetTlpAdapt
         : options.fault;
   const faulty = faultsActive(fault);
 
+  const ioWanted = options.io ?? 'auto';
+  if (ioWanted !== 'auto' && ioWanted !== 'native' && ioWanted !== 'dgram') {
+    throw usage(`adapter: io must be auto, native or dgram (got '${String(ioWanted)}')`);
+  }
+  const envIo = process.env.PMI_NETTLP_IO;
+  const ioMode = ioWanted === 'auto' && (envIo === 'native' || envIo === 'dgram') ? envIo : ioWanted;
+  let native: NativeIo | undefined;
+  if (ioMode !== 'dgram' && !faulty && !options.pcap) {
+    native = loadNativeIo();
+    if (!native && ioMode === 'native')
+      throw usage(`adapter: native I/O requested but the addon is ${nativeIoError()}`);
+  }
+
   const core = new AdapterCore({
     source,
     mps,
     rcb,
+    split: options.split,
     writable,
     allow,
     completerId: options.completerId,
     now: options.now,
   });
   const stats = core.stats;
+  if (native) return startNative(native, core, listen, portBase, tags);
   const pcap = options.pcap ? new PcapWriter(options.pcap) : undefined;
   const slotSize = NETTLP_HDR_LEN + TLP_4DW + mps + 8;
   const pool = new SendPool(Math.max(64, options.sendSlots ?? tags * 4), Math.min(slotSize, MAX_DATAGRAM));
@@ -303,6 +339,7 @@ export async function startAdapter(options: AdapterOptions): Promise<NetTlpAdapt
   return {
     ports: { first: portBase, last: portBase + tags - 1 },
     address: listen,
+    io: 'dgram',
     stats(): AdapterStats {
       const s = structuredClone(stats);
       s.send_errors += pool.sendErrors;
@@ -319,6 +356,131 @@ export async function startAdapter(options: AdapterOptions): Promise<NetTlpAdapt
         await core.idle();
         pcap?.close();
         // 'close' fires before libuv has released the handles; two loop turns later they are gone.
+        for (let i = 0; i < 2; i++) await new Promise<void>((r) => setImmediate(r));
+      })();
+      return closing;
+    },
+  };
+}
+
+/** A client address: the Peer handed to the core, plus the numbers the native sender needs. */
+interface NativePeer extends Peer {
+  readonly ip: number;
+}
+
+/** Datagram slot in the shared buffers: MAX_DATAGRAM rounded up (a longer request is malformed anyway). */
+const NATIVE_SLOT = 4160;
+const NATIVE_RX_SLOTS = 256;
+const NATIVE_TX_SLOTS = 1024;
+
+/**
+ * The adapter on the native I/O addon: one JS call per batch of received datagrams (all ready
+ * sockets, recvmmsg), replies collected in a shared area and sent with one sendmmsg per socket run
+ * when the batch is done. Replies produced outside a batch (asynchronous sources) are flushed on a
+ * microtask. Same core, same rules, same stats as the dgram path.
+ */
+async function startNative(
+  native: NativeIo,
+  core: AdapterCore,
+  listen: string,
+  portBase: number,
+  tags: number,
+): Promise<NetTlpAdapter> {
+  const stats = core.stats;
+  const rx = new ArrayBuffer(NATIVE_RX_SLOTS * NATIVE_SLOT);
+  const rxMeta = new Uint32Array(NATIVE_RX_SLOTS * 4);
+  const tx = new ArrayBuffer(NATIVE_TX_SLOTS * NATIVE_SLOT);
+  const txMeta = new Uint32Array(NATIVE_TX_SLOTS * 4);
+  const txBytes = new Uint8Array(tx);
+  const rxViews: Uint8Array[] = [];
+  for (let i = 0; i < NATIVE_RX_SLOTS; i++) rxViews.push(new Uint8Array(rx, i * NATIVE_SLOT, NATIVE_SLOT));
+  let handle: object;
+  try {
+    handle = native.open(listen, portBase, tags, 4 << 20, rx, rxMeta.buffer, tx, txMeta.buffer, NATIVE_SLOT);
+  } catch (e) {
+    core.close();
+    const err = e as NodeJS.ErrnoException;
+    throw new PmiError(
+      'E_USAGE',
+      ORIGIN,
+      `adapter: cannot bind UDP ${listen}:${portBase}…${portBase + tags - 1}: ${err.message}`,
+      { listen, port_base: portBase, tags, errno: err.code },
+      e,
+    );
+  }
+  let closed = false;
+  let nTx = 0;
+  let inBatch = false;
+  let flushQueued = false;
+  let sendErrors = 0;
+  const flush = (): void => {
+    flushQueued = false;
+    if (nTx === 0 || closed) {
+      nTx = 0;
+      return;
+    }
+    const n = nTx;
+    nTx = 0;
+    sendErrors += native.flush(handle, n);
+  };
+  const peers = new Map<number, NativePeer>();
+  const peer = (ip: number, port: number): NativePeer => {
+    const key = ip * 65536 + port;
+    let p = peers.get(key);
+    if (p === undefined) {
+      if (peers.size >= 4096) peers.clear();
+      p = { address: `${ip >>> 24}.${(ip >>> 16) & 255}.${(ip >>> 8) & 255}.${ip & 255}`, port, ip };
+      peers.set(key, p);
+    }
+    return p;
+  };
+  const replies: ReplyFn[] = [];
+  for (let i = 0; i < tags; i++) {
+    replies.push((buf, len, to) => {
+      if (closed) return;
+      if (nTx === NATIVE_TX_SLOTS) flush();
+      const k = nTx++;
+      txBytes.set(len === buf.length ? buf : buf.subarray(0, len), k * NATIVE_SLOT);
+      const m = k * 4;
+      txMeta[m] = i;
+      txMeta[m + 1] = len;
+      txMeta[m + 2] = (to as NativePeer).ip;
+      txMeta[m + 3] = to.port;
+      if (!inBatch && !flushQueued) {
+        flushQueued = true;
+        queueMicrotask(flush);
+      }
+    });
+  }
+  native.start(handle, (n: number): void => {
+    inBatch = true;
+    try {
+      for (let i = 0; i < n; i++) {
+        const m = i * 4;
+        core.handle(rxViews[i], rxMeta[m + 1], peer(rxMeta[m + 2], rxMeta[m + 3]), replies[rxMeta[m]]);
+      }
+    } finally {
+      inBatch = false;
+      flush();
+    }
+  });
+
+  let closing: Promise<void> | undefined;
+  return {
+    ports: { first: portBase, last: portBase + tags - 1 },
+    address: listen,
+    io: 'native',
+    stats(): AdapterStats {
+      const s = structuredClone(stats);
+      s.send_errors += sendErrors;
+      return s;
+    },
+    close(): Promise<void> {
+      closing ??= (async () => {
+        closed = true;
+        core.close();
+        await new Promise<void>((resolve) => native.close(handle, resolve));
+        await core.idle();
         for (let i = 0; i < 2; i++) await new Promise<void>((r) => setImmediate(r));
       })();
       return closing;

@@ -41,12 +41,22 @@ export interface Peer {
  */
 export type ReplyFn = (buf: Uint8Array, len: number, to: Peer) => void;
 
+/**
+ * 'rcb': the first completion ends at the first RCB boundary after the start address (what root
+ * complexes do; 512 B aligned at MPS 256 → 64 + 256 + 192). 'mps': the first completion is as large
+ * as MPS allows while still ending on an RCB boundary (512 B → 256 + 256; 4 KiB at MPS 4096 → one
+ * completion) — equally legal PCIe, fewer datagrams.
+ */
+export type SplitMode = 'rcb' | 'mps';
+
 export interface AdapterCoreOptions {
   source: PhysicalMemory;
   /** Max Payload Size: largest CplD payload and largest accepted MWr payload (128…4096, power of 2). */
   mps?: number;
   /** Read Completion Boundary (64 or 128). */
   rcb?: number;
+  /** Where the first completion of a split read ends (see {@link SplitMode}; default 'rcb'). */
+  split?: SplitMode;
   writable?: boolean;
   /** Allowed client networks; undefined = everyone (the UDP layer supplies its default). */
   allow?: readonly Cidr[];
@@ -128,6 +138,7 @@ export class AdapterCore {
   readonly source: PhysicalMemory;
   readonly mps: number;
   readonly rcb: number;
+  readonly splitMode: SplitMode;
   readonly writable: boolean;
   readonly completerId: number;
   private readonly allow: readonly Cidr[] | undefined;
@@ -153,6 +164,10 @@ export class AdapterCore {
     this.mps = opts.mps ?? 256;
     this.rcb = opts.rcb ?? 64;
     validateSplitOptions(this.mps, this.rcb);
+    this.splitMode = opts.split ?? 'rcb';
+    if (this.splitMode !== 'rcb' && this.splitMode !== 'mps') {
+      throw new PmiError('E_USAGE', 'nettlp-adapter', `split must be rcb or mps (got '${String(opts.split)}')`, {});
+    }
     this.writable = opts.writable ?? false;
     this.completerId = (opts.completerId ?? 0) & 0xffff;
     this.allow = opts.allow;
@@ -473,10 +488,14 @@ export class AdapterCore {
     const rcb = this.rcb;
     const mps = this.mps;
     const scratch = this.scratch;
+    // 'mps': the first completion ends at the last RCB boundary its MPS-sized payload (counted from
+    // the DW-aligned start) reaches; MPS is a multiple of RCB, so that is always past the start.
+    const firstLimit =
+      this.splitMode === 'mps' ? Math.floor((addr - (addr & 3) + mps) / rcb) * rcb - addr : rcb - (addr % rcb);
     let off = 0;
     while (off < n) {
       const cur = addr + off;
-      const limit = off === 0 ? rcb - (cur % rcb) : mps; // cur is RCB-aligned after the first
+      const limit = off === 0 ? firstLimit : mps; // cur is RCB-aligned after the first
       const remaining = n - off;
       const chunk = limit < remaining ? limit : remaining;
       scratch.copyWithin(0, READ_AREA + off, READ_AREA + off + chunk);

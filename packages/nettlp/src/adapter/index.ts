@@ -7,7 +7,9 @@ export {
   type AdapterStats,
   type Peer,
   type ReplyFn,
+  type SplitMode,
 } from './core.js';
+export { loadNativeIo, nativeIoError, type NativeIo } from './native.js';
 export {
   parseFaultSpec,
   parseCidrList,

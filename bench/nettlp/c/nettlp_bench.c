@@ -1,0 +1,240 @@
+/*
+ * nettlp_bench: a minimal LibTLP-style NetTLP DMA read client, for benchmarking only (not product).
+ *
+ * One UDP socket per tag, bound to LOCAL:PORTBASE+tag and connected to HOST:PORTBASE+tag (as LibTLP).
+ * MRd encoded by hand from the wire facts (shared/specs/nettlp-wire.md); CplD reassembly by the
+ * correct rule: offset = requested - ByteCount, valid = min(Length*4 - (LowerAddress & 3), ByteCount).
+ *
+ *   nettlp_bench latency    --host IP --port-base P [--local IP] [--n N] [--size S] [--addr A] [--span B]
+ *   nettlp_bench throughput --host IP --port-base P [--local IP] --tags T --mrrs R --bytes B [--span B]
+ *
+ * latency: N single reads of S bytes (default 4) at addresses stepping through [0, span), one
+ * outstanding, tag 0; prints median/p99 in microseconds. throughput: T tags, one outstanding MRd
+ * (MRRS bytes, sequential addresses wrapping in [0, span)) per tag, epoll over the tag sockets,
+ * until B bytes have been read. Output: one JSON line on stdout. Build: gcc -O2 -o nettlp_bench nettlp_bench.c
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HDR 6
+#define MAXTAGS 256
+#define TIMEOUT_MS 500
+
+static double now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+static int open_tag(const char *local, const char *host, int port) {
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  if (fd < 0) { perror("socket"); exit(2); }
+  int rcv = 4 << 20;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
+  struct sockaddr_in a = {0};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  inet_pton(AF_INET, local, &a.sin_addr);
+  if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0) { fprintf(stderr, "bind %s:%d: %s\n", local, port, strerror(errno)); exit(2); }
+  inet_pton(AF_INET, host, &a.sin_addr);
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) { perror("connect"); exit(2); }
+  return fd;
+}
+
+/* MRd 3DW/4DW for count (1..4096) bytes at addr, requester 0, tag. Returns datagram length. */
+static int encode_mrd(uint8_t *b, uint64_t addr, int count, int tag) {
+  memset(b, 0, HDR);
+  int off = addr & 3;
+  int len = (off + count + 3) >> 2;
+  int fbe, lbe;
+  if (len == 1) { fbe = (((1 << count) - 1) << off) & 0xf; lbe = 0; }
+  else {
+    fbe = (0xf << off) & 0xf;
+    int e = (addr + count) & 3;
+    lbe = e == 0 ? 0xf : (1 << e) - 1;
+  }
+  int is64 = addr >= 0x100000000ULL;
+  uint8_t *t = b + HDR;
+  t[0] = is64 ? 0x20 : 0x00;
+  t[1] = 0;
+  t[2] = (len >> 8) & 3; /* 1024 DW -> 0, AT bits clear */
+  t[3] = len & 0xff;
+  t[4] = 0; t[5] = 0; /* requester 00:00 */
+  t[6] = tag;
+  t[7] = (lbe << 4) | fbe;
+  int o = 8;
+  if (is64) {
+    uint32_t hi = addr >> 32;
+    t[o++] = hi >> 24; t[o++] = hi >> 16; t[o++] = hi >> 8; t[o++] = hi;
+  }
+  uint32_t lo = (uint32_t)addr;
+  t[o++] = lo >> 24; t[o++] = lo >> 16; t[o++] = lo >> 8; t[o++] = lo & 0xfc;
+  return HDR + o;
+}
+
+struct req {
+  uint64_t addr;
+  int len, received, busy;
+  double sent;
+  uint8_t buf[4096];
+};
+
+/* Apply one datagram to r. Returns 1 when the request is complete, 0 if more to come, -1 bad. */
+static int on_cpl(struct req *r, const uint8_t *d, int n, int tag) {
+  if (n < HDR + 12) return -1;
+  const uint8_t *t = d + HDR;
+  if (t[0] != 0x4a) return -1; /* CplD only (a Cpl would be UR/CA: an error for the bench) */
+  int status = t[6] >> 5;
+  if (status != 0 || t[10] != tag) return -1;
+  int lenw = ((t[2] & 3) << 8) | t[3];
+  if (lenw == 0) lenw = 1024;
+  int bc = ((t[6] & 0xf) << 8) | t[7];
+  if (bc == 0) bc = 4096;
+  int la = t[11] & 0x7f;
+  if (bc > r->len) return -1;
+  int off = r->len - bc;
+  if (((r->addr + off) & 0x7f) != (uint64_t)la) return -1;
+  int valid = lenw * 4 - (la & 3);
+  if (valid > bc) valid = bc;
+  if (HDR + 12 + (la & 3) + valid > n) return -1;
+  memcpy(r->buf + off, t + 12 + (la & 3), valid);
+  r->received += valid;
+  return r->received >= r->len;
+}
+
+static double cpu_s(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+static int cmp_d(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static const char *arg(int argc, char **argv, const char *k, const char *def) {
+  for (int i = 2; i + 1 < argc; i++)
+    if (!strcmp(argv[i], k)) return argv[i + 1];
+  return def;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fprintf(stderr, "usage: %s latency|throughput --host IP --port-base P [...]\n", argv[0]);
+    return 2;
+  }
+  const char *host = arg(argc, argv, "--host", "127.0.0.2");
+  const char *local = arg(argc, argv, "--local", "127.0.0.1");
+  int pb = atoi(arg(argc, argv, "--port-base", "12288"));
+  uint64_t span = strtoull(arg(argc, argv, "--span", "268435456"), 0, 0);
+  uint8_t tx[64], rx[4200];
+
+  if (!strcmp(argv[1], "latency")) {
+    int n = atoi(arg(argc, argv, "--n", "20000"));
+    int size = atoi(arg(argc, argv, "--size", "4"));
+    uint64_t addr = strtoull(arg(argc, argv, "--addr", "0"), 0, 0);
+    int fd = open_tag(local, host, pb);
+    double *lat = malloc(sizeof(double) * n);
+    static struct req r;
+    int timeouts = 0;
+    for (int i = -100; i < n; i++) { /* 100 warm-up reads */
+      r.addr = addr;
+      r.len = size;
+      r.received = 0;
+      int dl = encode_mrd(tx, r.addr, size, 0);
+      double t0 = now_us();
+      send(fd, tx, dl, 0);
+      for (;;) {
+        struct timeval tv = {0, TIMEOUT_MS * 1000};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        ssize_t k = recv(fd, rx, sizeof rx, 0);
+        if (k < 0) { timeouts++; r.received = 0; send(fd, tx, dl, 0); continue; }
+        if (on_cpl(&r, rx, (int)k, 0) == 1) break;
+      }
+      if (i >= 0) lat[i] = now_us() - t0;
+      addr = (addr + 4096 * 7 + 64) % (span - 4096);
+    }
+    qsort(lat, n, sizeof(double), cmp_d);
+    printf("{\"mode\":\"latency\",\"n\":%d,\"size\":%d,\"median_us\":%.2f,\"p99_us\":%.2f,\"min_us\":%.2f,\"timeouts\":%d,\"cpu_s\":%.3f}\n",
+           n, size, lat[n / 2], lat[(int)(n * 0.99)], lat[0], timeouts, cpu_s());
+    return 0;
+  }
+
+  if (!strcmp(argv[1], "throughput")) {
+    int tags = atoi(arg(argc, argv, "--tags", "16"));
+    int mrrs = atoi(arg(argc, argv, "--mrrs", "512"));
+    uint64_t total = strtoull(arg(argc, argv, "--bytes", "268435456"), 0, 0);
+    if (tags < 1 || tags > MAXTAGS || mrrs < 4 || mrrs > 4096) { fprintf(stderr, "bad tags/mrrs\n"); return 2; }
+    int ep = epoll_create1(0);
+    int fds[MAXTAGS];
+    static struct req reqs[MAXTAGS];
+    uint64_t next = 0, done = 0, issued = 0;
+    long datagrams = 0, timeouts = 0, requests = 0;
+    for (int t = 0; t < tags; t++) {
+      fds[t] = open_tag(local, host, pb + t);
+      struct epoll_event ev = {.events = EPOLLIN, .data.u32 = t};
+      epoll_ctl(ep, EPOLL_CTL_ADD, fds[t], &ev);
+    }
+    double t0 = now_us();
+    for (int t = 0; t < tags && issued < total; t++) {
+      struct req *r = &reqs[t];
+      r->addr = next; r->len = mrrs; r->received = 0; r->busy = 1; r->sent = now_us();
+      next = (next + mrrs) % span; issued += mrrs;
+      send(fds[t], tx, encode_mrd(tx, r->addr, mrrs, t), 0);
+      requests++;
+    }
+    struct epoll_event evs[MAXTAGS];
+    while (done < total) {
+      int k = epoll_wait(ep, evs, MAXTAGS, 50);
+      if (k <= 0) { /* resend anything overdue (loopback should not lose) */
+        double now = now_us();
+        for (int t = 0; t < tags; t++) {
+          struct req *r = &reqs[t];
+          if (r->busy && now - r->sent > TIMEOUT_MS * 1000.0) {
+            timeouts++; r->received = 0; r->sent = now;
+            send(fds[t], tx, encode_mrd(tx, r->addr, r->len, t), 0);
+          }
+        }
+        continue;
+      }
+      for (int i = 0; i < k; i++) {
+        int t = evs[i].data.u32;
+        struct req *r = &reqs[t];
+        for (;;) {
+          ssize_t n = recv(fds[t], rx, sizeof rx, MSG_DONTWAIT);
+          if (n < 0) break;
+          datagrams++;
+          if (!r->busy) continue;
+          if (on_cpl(r, rx, (int)n, t) != 1) continue;
+          done += r->len;
+          r->busy = 0;
+          if (issued < total) {
+            r->addr = next; r->len = mrrs; r->received = 0; r->busy = 1; r->sent = now_us();
+            next = (next + mrrs) % span; issued += mrrs;
+            send(fds[t], tx, encode_mrd(tx, r->addr, mrrs, t), 0);
+            requests++;
+          }
+        }
+      }
+    }
+    double s = (now_us() - t0) / 1e6;
+    printf("{\"mode\":\"throughput\",\"tags\":%d,\"mrrs\":%d,\"bytes\":%llu,\"seconds\":%.4f,\"mb_s\":%.1f,\"reads_s\":%.0f,"
+           "\"datagrams_s\":%.0f,\"timeouts\":%ld,\"cpu_s\":%.3f}\n",
+           tags, mrrs, (unsigned long long)done, s, done / 1e6 / s, requests / s, datagrams / s, timeouts, cpu_s());
+    return 0;
+  }
+  fprintf(stderr, "unknown mode %s\n", argv[1]);
+  return 2;
+}
