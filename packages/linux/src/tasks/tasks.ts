@@ -104,6 +104,8 @@ const BASE_FIELDS = [
   'mm.pgd',
   'mm.arg_start',
   'mm.arg_end',
+  'mm.env_start',
+  'mm.env_end',
   'signal',
   'signal.nr_threads',
   'signal.thread_head',
@@ -318,4 +320,81 @@ export async function listTasks(kl: KernelLike, opts: ListTasksOptions = {}): Pr
     bootTime = undefined;
   }
   return { rows, warnings, partial, error, bootTime };
+}
+
+/**
+ * The task of a pid: the thread-group leader whose tgid is `pid`, else (a thread id) the thread.
+ * Throws E_NOT_FOUND; a broken process list that hides the pid throws its E_LIST error.
+ */
+export async function findTask(
+  kl: KernelLike,
+  pid: number,
+  opts: { fields?: readonly string[] } = {},
+): Promise<StructView> {
+  const k = kernelObjects(kl);
+  let listError: unknown;
+  for (const threads of [false, true]) {
+    try {
+      for await (const views of walkTasks(k, { threads, fields: opts.fields })) {
+        const hit = views.find((v) => (threads ? v.num('pid') : v.num('tgid')) === pid);
+        if (hit) return hit;
+      }
+    } catch (e) {
+      listError ??= e;
+    }
+  }
+  if (listError) throw listError;
+  throw new PmiError('E_NOT_FOUND', 'linux/tasks', `no process or thread with pid ${pid}`, { pid });
+}
+
+/** The address space of a task (its mm->pgd), or E_NOT_FOUND for kernel threads / zombies. */
+export async function taskAddressSpace(kl: KernelLike, task: StructView, spaces?: ProcessSpaces): Promise<X86Paging> {
+  const k = kernelObjects(kl);
+  if (task.isNull('mm') || !task.reached('mm.pgd')) {
+    throw new PmiError(
+      'E_NOT_FOUND',
+      'linux/tasks',
+      `pid ${task.num('pid')} has no user address space (kernel thread or exited)`,
+      {
+        pid: task.num('pid'),
+      },
+    );
+  }
+  const [s] = await (spaces ?? new ProcessSpaces(k)).forPgds([task.ptr('mm.pgd')]);
+  if (s instanceof PmiError) throw s;
+  return s;
+}
+
+/** Read [va, va+len) of a process, all or nothing (E_PAGE_FAULT names the first unmapped VA). */
+export async function readProcessMemory(kl: KernelLike, pid: number, va: bigint, len: number): Promise<Uint8Array> {
+  const space = await taskAddressSpace(kl, await findTask(kl, pid));
+  const [r] = await readProcessBatch([{ space, va, len }]);
+  if (r.error) throw r.error;
+  return r.bytes;
+}
+
+async function mmStrings(
+  kl: KernelLike,
+  pid: number,
+  from: string,
+  to: string,
+  max: number,
+): Promise<{ strings: string[]; task: StructView; error?: PmiError }> {
+  const task = await findTask(kl, pid);
+  const space = await taskAddressSpace(kl, task);
+  const start = task.ptr(from);
+  const end = task.ptr(to);
+  const len = end > start ? Number(end - start > BigInt(max) ? BigInt(max) : end - start) : 0;
+  const [r] = await readProcessBatch([{ space, va: start, len }]);
+  return { strings: nulSeparated(r.bytes), task, ...(r.error ? { error: r.error } : {}) };
+}
+
+/** argv of a process (mm->arg_start..arg_end); `error` when a page did not read (argv truncated). */
+export function processArgs(kl: KernelLike, pid: number, max = 1 << 20) {
+  return mmStrings(kl, pid, 'mm.arg_start', 'mm.arg_end', max);
+}
+
+/** Environment of a process (mm->env_start..env_end), "NAME=value" strings. */
+export function processEnv(kl: KernelLike, pid: number, max = 1 << 20) {
+  return mmStrings(kl, pid, 'mm.env_start', 'mm.env_end', max);
 }
