@@ -347,7 +347,13 @@ export async function discoverKernel(mem: PhysicalMemory, opts: DiscoverOptions 
           compareBtf(btf, fileBtf, warnings);
         }
       } catch (e) {
-        if (!opts.btfFile) throw e;
+        if (!opts.btfFile) {
+          const err = e instanceof PmiError ? e : new PmiError('E_INTERNAL', ORIGIN, String(e));
+          throw new PmiError(err.code, ORIGIN, `types: ${err.message} (no --btf fallback given)`, {
+            stage: 'types',
+            tried: err.data,
+          });
+        }
         warnings.push(`BTF not found in memory (${(e as Error).message}); using ${opts.btfFile}`);
         btf = await loadBtfFile(opts.btfFile);
         btfSource = 'file';
