@@ -135,6 +135,15 @@ describe.each(targets.map((t) => [t.id, t] as const))('discovery on %s', (_id, t
     await expect(discoverUri('raw:' + copy)).rejects.toMatchObject({ code: 'E_NOT_FOUND', data: { stage: 'symbols' } });
     rmSync(copy);
 
+    // BTF header zeroed: symbols and paging still work, types fail naming their stage.
+    const noBtf = join(scratch, `${target.name}.nobtf`);
+    copyFileSync(target.snapshot_path, noBtf);
+    const fd2 = openSync(noBtf, 'r+');
+    writeSync(fd2, Buffer.alloc(4096), 0, 4096, fromSnapshot.facts.btfPhys!);
+    closeSync(fd2);
+    await expect(discoverUri('raw:' + noBtf)).rejects.toMatchObject({ code: 'E_NOT_FOUND', data: { stage: 'types' } });
+    rmSync(noBtf);
+
     // The first 64 MiB only: the kernel image (loaded higher) is gone.
     const mem: PhysicalMemory = await openSource(`raw:${target.snapshot_path}?size=${64 << 20}`);
     try {
