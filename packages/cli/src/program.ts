@@ -9,6 +9,7 @@ import { sourceCommand } from './commands/source.js';
 import { readCommand } from './commands/read.js';
 import { grepCommand } from './commands/grep.js';
 import { adapterCommand } from './commands/adapter.js';
+import { registerProcessCommands } from './commands/processes.js';
 
 /** Commander argument parser adapter: our typed E_USAGE errors become commander usage errors (exit 2). */
 function arg<T>(parse: (text: string) => T): (text: string) => T {
@@ -70,6 +71,11 @@ export function buildProgram(
     )
     .option('--hex', 'print a hexdump -C style dump')
     .option('--virtual', 'ADDR is a kernel virtual address, translated through the kernel page table')
+    .option(
+      '--pid <pid>',
+      "ADDR is a virtual address of process PID, read through the process's page tables",
+      arg((t) => parseSafeNumber(t, '--pid')),
+    )
     .action((addr: bigint, len: number, _o, cmd: Command) => run(() => readCommand(addr, len, cmd.optsWithGlobals())))
     .addHelpText('after', '\nIf any byte cannot be read nothing is written and pmi exits 1 naming the address.');
 
@@ -142,6 +148,7 @@ export function buildProgram(
     )
     .action((_o, cmd: Command) => run(() => adapterCommand(cmd.optsWithGlobals())));
 
+  registerProcessCommands(program, run);
   return program;
 }
 

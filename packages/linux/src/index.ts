@@ -2,3 +2,5 @@
 export const LINUX_PACKAGE = '@pmi/linux';
 export * from './tasks/index.js';
 export * from './memory/index.js';
+export * from './files/index.js';
+export * from './net/index.js';

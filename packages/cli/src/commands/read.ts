@@ -3,6 +3,7 @@ import type { X86Paging } from '@pmi/kernel';
 import { withTarget } from '../context.js';
 import { withKernel, type KernelOptions } from '../kernel-context.js';
 import { hexdump, printJson } from '../output.js';
+import { readProcessMemory } from '@pmi/linux';
 
 /** Upper bound for one `pmi read`: the bytes are held until every one is read (all-or-nothing). */
 export const MAX_READ_BYTES = 1 << 30;
@@ -41,7 +42,7 @@ export async function readAllVirtual(paging: X86Paging, va: bigint, len: number)
 export async function readCommand(
   addr: bigint,
   len: number,
-  opts: KernelOptions & { hex?: boolean; virtual?: boolean },
+  opts: KernelOptions & { hex?: boolean; virtual?: boolean; pid?: number },
 ): Promise<number> {
   if (len > MAX_READ_BYTES) {
     throw new PmiError('E_USAGE', 'cli', `length ${len} exceeds the ${MAX_READ_BYTES}-byte limit of one read`, {
@@ -53,13 +54,18 @@ export async function readCommand(
       printJson({
         address: '0x' + addr.toString(16),
         length: len,
-        virtual: !!opts.virtual,
+        virtual: !!opts.virtual || opts.pid !== undefined,
+        ...(opts.pid !== undefined ? { pid: opts.pid } : {}),
         data_hex: Buffer.from(bytes).toString('hex'),
       });
     } else if (opts.hex) process.stdout.write(hexdump(bytes, addr));
     else await writeStdout(bytes);
     return 0;
   };
+  if (opts.pid !== undefined) {
+    if (addr >= 1n << 64n) throw new PmiError('E_USAGE', 'cli', `virtual address ${addr} exceeds 64 bits`);
+    return withKernel(opts, async (k) => emit(await readProcessMemory(k, opts.pid!, addr, len)));
+  }
   if (opts.virtual) {
     if (addr >= 1n << 64n) throw new PmiError('E_USAGE', 'cli', `virtual address ${addr} exceeds 64 bits`);
     return withKernel(opts, async (k) => emit(await readAllVirtual(k.paging, addr, len)), { noTypes: true });
