@@ -151,6 +151,10 @@ class UdpRelay implements Relay {
     this.recCap = opts.recordLimit ?? 200_000;
   }
 
+  async ready(): Promise<void> {
+    await this.waker?.ready;
+  }
+
   async addPath(host: Endpoint, client: Endpoint): Promise<RelayPath> {
     if (this.closed) throw new Error('relay is closed');
     const type = this.bind.includes(':') ? 'udp6' : 'udp4';
@@ -313,5 +317,7 @@ class UdpRelay implements Relay {
 
 /** Start a relay (no sockets yet: addPath opens them). */
 export async function startRelay(opts: RelayOptions): Promise<Relay> {
-  return new UdpRelay(opts);
+  const r = new UdpRelay(opts);
+  await r.ready();
+  return r;
 }

@@ -11,6 +11,7 @@ const { parentPort, workerData } = require('node:worker_threads');
 const ctl = new Int32Array(workerData, 0, 4); // [0] generation, [1] stop, [2] fired generation
 const target = new Float64Array(workerData, 16, 1); // hrtime ms
 const hr = () => Number(process.hrtime.bigint()) / 1e6;
+parentPort.postMessage('ready');
 for (;;) {
   const gen = Atomics.load(ctl, 0);
   if (Atomics.load(ctl, 1)) break;
@@ -34,12 +35,17 @@ export class Waker {
   private readonly offset = Number(process.hrtime.bigint()) / 1e6 - performance.now();
   private armedAt = Infinity;
   private closed = false;
+  /** Resolves once the helper thread runs (startup takes 20–150 ms on a loaded machine). */
+  readonly ready: Promise<void>;
 
   constructor(onAlarm: () => void) {
     this.target[0] = Infinity;
     this.worker = new Worker(WORKER_SRC, { eval: true, workerData: this.sab });
     this.worker.unref();
-    this.worker.on('message', (gen: number) => {
+    let ready!: () => void;
+    this.ready = new Promise<void>((r) => (ready = r));
+    this.worker.on('message', (gen: number | 'ready') => {
+      if (gen === 'ready') return ready();
       if (gen !== Atomics.load(this.ctl, 0)) return; // superseded alarm
       this.armedAt = Infinity;
       onAlarm();
