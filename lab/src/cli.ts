@@ -73,6 +73,7 @@ export function buildProgram(): Command {
     .option('--name <name>', 'VM name (default: generated)')
     .option('--append <args>', 'extra kernel command-line arguments')
     .option('--boot-timeout <s>', 'seconds to wait for the guest to come up', '180')
+    .option('--procs <n>', 'extra idle sleep processes the guest starts before it is ready (scale tests)', '0')
     .option('--json', 'print the VM state as JSON')
     .action(
       async (o: {
@@ -82,6 +83,7 @@ export function buildProgram(): Command {
         name?: string;
         append?: string;
         bootTimeout: string;
+        procs: string;
         json?: boolean;
       }) => {
         const vm = await startLabVm({
@@ -92,6 +94,7 @@ export function buildProgram(): Command {
           append: o.append,
           detached: true,
           bootTimeoutMs: Number(o.bootTimeout) * 1000,
+          extraProcesses: Number(o.procs),
           log: progress,
         });
         if (o.json) out(JSON.stringify({ ...vm.state, source_uri: vm.sourceUri }, null, 2));

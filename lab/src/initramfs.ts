@@ -76,7 +76,16 @@ while true; do
 done
 `;
 
-function initScript(release: string, modules: readonly string[]): string {
+function initScript(release: string, modules: readonly string[], extraProcesses = 0): string {
+  // `extraProcesses` idle `sleep` processes (scale tests: ps of thousands of processes); spawned
+  // before the command loop starts, so the VM is ready only once they all exist.
+  if (!Number.isSafeInteger(extraProcesses) || extraProcesses < 0 || extraProcesses > 100_000) {
+    throw labError(`extraProcesses must be an integer in [0, 100000] (got ${extraProcesses})`, { extraProcesses });
+  }
+  const extra =
+    extraProcesses > 0
+      ? `i=0; while [ $i -lt ${extraProcesses} ]; do sleep 1000000 & i=$((i+1)); done\necho "PMI-LAB: ${extraProcesses} extra processes started"\n`
+      : '';
   return `#!/bin/sh
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
@@ -95,7 +104,7 @@ su -s /bin/sh ${WORKLOAD.userSleeper.user} -c '/pmi/bin/pmi-usersleeper --marker
 httpd -p ${WORKLOAD.tcp6Port} -h /www
 httpd -p 0.0.0.0:${WORKLOAD.tcpPort} -h /www
 echo "PMI-LAB: workload started"
-/pmi/cmdloop.sh /dev/ttyS1 &
+${extra}/pmi/cmdloop.sh /dev/ttyS1 &
 while true; do sleep 3600; done
 `;
 }
@@ -104,6 +113,8 @@ export interface InitramfsOptions {
   cacheDir?: string;
   /** Static busybox to put in the image (default `$PMI_LAB_BUSYBOX` or /bin/busybox). */
   busybox?: string;
+  /** Extra idle `sleep` processes started by /init before the command loop (default 0). */
+  extraProcesses?: number;
 }
 
 /** True when an ELF file has no PT_INTERP program header (i.e. it is statically linked). */
@@ -138,6 +149,7 @@ export async function buildInitramfs(kernel: FetchedKernel, opts: InitramfsOptio
   const init = initScript(
     kernel.release,
     modules.map((m) => m.name),
+    opts.extraProcesses ?? 0,
   );
   const h = createHash('sha256');
   h.update(`v${LAYOUT_VERSION}\0${kernel.release}\0${init}\0${CMDLOOP}\0${SLEEPER}\0${HOLDER}\0`);

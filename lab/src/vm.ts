@@ -55,6 +55,8 @@ export interface StartOptions {
   vmlinuz?: string;
   /** Progress messages. */
   log?: (msg: string) => void;
+  /** Extra idle `sleep` processes the guest starts before it is ready (scale tests; default 0). */
+  extraProcesses?: number;
 }
 
 export const PANIC_RE = /Kernel panic - not syncing/;
@@ -377,7 +379,7 @@ export async function startLabVm(opts: StartOptions): Promise<LabVm> {
   const log = opts.log ?? (() => undefined);
 
   const kernel = await fetchKernel(spec.id, { log });
-  const initramfs = await buildInitramfs(kernel);
+  const initramfs = await buildInitramfs(kernel, { extraProcesses: opts.extraProcesses });
 
   const dir = stateDir();
   await fsp.mkdir(dir, { recursive: true });

@@ -152,29 +152,35 @@ export async function* walkTasks(kl: KernelLike, opts: WalkTasksOptions = {}): A
     signal: opts.signal,
     name: 'init_task.tasks',
   });
-  for await (const t of walk) {
-    if (!opts.threads) {
-      batch.push(t);
-    } else if (!t.reached('signal.thread_head')) {
-      batch.push(t); // no signal_struct (should not happen): the leader alone
-    } else {
-      const head = t.addressOf('signal.thread_head');
-      const r = await k.collectList(head, T, 'thread_node', {
-        max: opts.maxThreads ?? 100_000,
-        chunk,
-        signal: opts.signal,
-        name: `pid ${t.num('pid')} signal.thread_head`,
-      });
-      if (r.items.length === 0) batch.push(t);
-      else batch.push(...r.items);
-      if (r.error) opts.onThreadListError?.(r.error, t);
+  let failure: unknown;
+  try {
+    for await (const t of walk) {
+      if (!opts.threads) {
+        batch.push(t);
+      } else if (!t.reached('signal.thread_head')) {
+        batch.push(t); // no signal_struct (should not happen): the leader alone
+      } else {
+        const head = t.addressOf('signal.thread_head');
+        const r = await k.collectList(head, T, 'thread_node', {
+          max: opts.maxThreads ?? 100_000,
+          chunk,
+          signal: opts.signal,
+          name: `pid ${t.num('pid')} signal.thread_head`,
+        });
+        if (r.items.length === 0) batch.push(t);
+        else batch.push(...r.items);
+        if (r.error) opts.onThreadListError?.(r.error, t);
+      }
+      if (batch.length >= chunk) {
+        yield batch;
+        batch = [];
+      }
     }
-    if (batch.length >= chunk) {
-      yield batch;
-      batch = [];
-    }
+  } catch (e) {
+    failure = e; // yield what was read, then rethrow
   }
   if (batch.length) yield batch;
+  if (failure !== undefined) throw failure;
 }
 
 function hex(v: bigint): string {

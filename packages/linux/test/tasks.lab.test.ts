@@ -1,0 +1,248 @@
+/**
+ * Processes from memory vs the guest's own view: `ps` truth (recorded inside the guest before the
+ * snapshot), /proc/PID/maps and /proc/PID/environ (collected right before a fresh snapshot), over
+ * raw: and nettlp://; and a snapshot copy with a corrupted task list (cycle, unmapped link).
+ */
+import { execFile } from 'node:child_process';
+import { closeSync, copyFileSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { openSource, type PhysicalMemory } from '@pmi/core';
+import '@pmi/sources';
+import { discoverKernel, KernelObjects, type DiscoveredKernel } from '@pmi/kernel';
+import { startAdapter } from '@pmi/nettlp';
+import { openLabVm, WORKLOAD, type GroundTruth } from '@pmi/lab';
+import {
+  findTask,
+  listMaps,
+  listTasks,
+  processEnv,
+  readProcessMemory,
+  taskLayout,
+  type TaskRow,
+} from '../src/index.js';
+
+const targets = inject('labTargets');
+const scratch = mkdtempSync(join(tmpdir(), 'pmi-tasks-'));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+const CLI = join(import.meta.dirname, '../../cli/bin/pmi.js');
+
+async function discover(uri: string): Promise<{ mem: PhysicalMemory; d: DiscoveredKernel; k: KernelObjects }> {
+  const mem = await openSource(uri);
+  const d = await discoverKernel(mem);
+  return { mem, d, k: KernelObjects.from(d) };
+}
+
+/** task->comm is 15 bytes; /proc shows a kworker's current workqueue after '-'. */
+function commMatches(mine: string, truth: string, kthread: boolean): boolean {
+  return (
+    mine === truth ||
+    (kthread &&
+      truth.startsWith(mine) &&
+      (mine.length === 15 || truth[mine.length] === '-' || truth[mine.length] === '+'))
+  );
+}
+
+describe.each(targets.map((t) => [t.id, t] as const))('processes, lab target %s', (_id, target) => {
+  let truth: GroundTruth;
+  let snap: Awaited<ReturnType<typeof discover>>;
+  let rawRows: TaskRow[];
+
+  beforeAll(async () => {
+    truth = JSON.parse(readFileSync(target.truth_path, 'utf8')) as GroundTruth;
+    snap = await discover('raw:' + target.snapshot_path);
+  });
+  afterAll(async () => {
+    await snap?.mem.close();
+  });
+
+  it('ps: (pid, ppid, uid, gid, comm) and user cmdlines equal the guest ps truth', async () => {
+    const t0 = performance.now();
+    const r = await listTasks(snap.d);
+    const ms = performance.now() - t0;
+    expect(r.partial).toBe(false);
+    expect(r.warnings).toEqual([]);
+    rawRows = r.rows;
+    // Children of the workload loops (sleep) and of the command loop come and go between truth and snapshot.
+    const loops = new Set(
+      truth.ps.filter((p) => p.comm.startsWith('pmi-') || p.comm === 'cmdloop.sh').map((p) => p.pid),
+    );
+    const churn = (x: { comm: string; ppid: number; pid: number }) =>
+      loops.has(x.ppid) || x.pid === truth.collector_pid || x.ppid === truth.collector_pid;
+    const mine = r.rows.filter((x) => !churn(x));
+    const theirs = truth.ps.filter((p) => !churn(p));
+    const inMem = new Map(mine.map((x) => [x.pid, x]));
+    const inTruth = new Map(theirs.map((p) => [p.pid, p]));
+    const onlyTruth = theirs.filter((p) => !inMem.has(p.pid)).map((p) => `${p.pid}:${p.comm}`);
+    const onlyMem = mine.filter((x) => !inTruth.has(x.pid)).map((x) => `${x.pid}:${x.comm}`);
+    process.stderr.write(
+      `[tasks] ${target.id}: ${r.rows.length} processes in ${ms.toFixed(0)} ms (truth ${truth.ps.length}); ` +
+        `born/ended in between: only in truth [${onlyTruth.join(' ')}], only in memory [${onlyMem.join(' ')}]\n`,
+    );
+    // the kernel may start/stop a few kworkers in between; nothing else
+    expect(onlyTruth.filter((s) => !s.includes(':kworker'))).toEqual([]);
+    expect(onlyMem.filter((s) => !s.includes(':kworker'))).toEqual([]);
+    const bad: string[] = [];
+    for (const p of theirs) {
+      const m = inMem.get(p.pid);
+      if (!m) continue;
+      const ok =
+        m.ppid === p.ppid &&
+        m.uid === p.uid &&
+        m.gid === p.gid &&
+        m.kthread === p.kernel_thread &&
+        commMatches(m.comm, p.comm, p.kernel_thread) &&
+        (p.kernel_thread ? m.cmdline === '' : m.cmdline === p.args) &&
+        'RSDTtXZPI'.includes(m.state) &&
+        m.state.length === 1;
+      if (!ok) bad.push(`truth ${JSON.stringify(p)}\n  memory ${JSON.stringify(m)}`);
+    }
+    expect(bad).toEqual([]);
+    // the workload: exact
+    for (const w of [WORKLOAD.sleeper, WORKLOAD.userSleeper]) {
+      const t = truth.ps.filter((p) => p.comm === w.comm);
+      const m = r.rows.filter((x) => x.comm === w.comm);
+      expect(t.length).toBe(1);
+      expect(m.map((x) => [x.pid, x.ppid, x.uid, x.state, x.threads])).toEqual(
+        t.map((p) => [p.pid, p.ppid, w.uid, 'S', 1]),
+      );
+      expect(m[0].cmdline).toContain(w.args);
+    }
+    expect(r.rows.filter((x) => x.comm === WORKLOAD.holder.comm).map((x) => x.pid)).toEqual(
+      truth.ps.filter((p) => p.comm === WORKLOAD.holder.comm).map((p) => p.pid),
+    );
+    // start times: increasing with pid for the workload (started in order), boot time plausible
+    expect(r.bootTime).toBeDefined();
+    const startYear = new Date(Number(r.bootTime!.epochNs / 1_000_000n)).getUTCFullYear();
+    expect(startYear).toBeGreaterThanOrEqual(2020);
+    expect(r.rows.every((x) => x.start_time >= 0 && x.start_time < 86400)).toBe(true);
+    // threads mode: every process appears, single-threaded guest → same pids
+    const th = await listTasks(snap.d, { threads: true, cmdline: false });
+    expect(th.partial).toBe(false);
+    expect(th.rows.map((x) => x.pid).sort()).toEqual(r.rows.map((x) => x.pid).sort());
+    expect(th.rows.every((x) => x.tgid === x.pid)).toBe(true);
+  });
+
+  it('ps over nettlp:// (adapter serving the snapshot) equals ps over raw:', async () => {
+    const source = await openSource('raw:' + target.snapshot_path);
+    const portBase = 20000 + Math.floor(Math.random() * 400) * 64;
+    const adapter = await startAdapter({ source, listen: '127.0.0.2', portBase, tags: 32 });
+    try {
+      const size = statSync(target.snapshot_path).size;
+      const n = await discover(`nettlp://127.0.0.2:${portBase}?tags=32&mrrs=4096&ranges=0+${size}`);
+      try {
+        const t0 = performance.now();
+        const r = await listTasks(n.d);
+        process.stderr.write(`[tasks] ${target.id}: ps over nettlp:// ${(performance.now() - t0).toFixed(0)} ms\n`);
+        expect(r.partial).toBe(false);
+        expect(r.rows).toEqual(rawRows ?? (await listTasks(snap.d)).rows);
+      } finally {
+        await n.mem.close();
+      }
+    } finally {
+      await adapter.close();
+      await source.close();
+    }
+  });
+
+  it("maps, env and read --pid of pmi-sleeper's shell equal the guest's /proc", async () => {
+    const pid = truth.ps.find((p) => p.comm === WORKLOAD.sleeper.comm)!.pid;
+    const vm = await openLabVm(target.name);
+    const out = await vm.run(`cat /proc/${pid}/maps; echo @@ENV; tr '\\0' '\\n' < /proc/${pid}/environ`);
+    const path = join(scratch, `${target.name}.maps.ram`);
+    await vm.snapshot(path);
+    const [mapsText, envText] = out.stdout.split('@@ENV\n');
+    const fresh = await discover('raw:' + path);
+    try {
+      const t = await findTask(fresh.k, pid);
+      const m = await listMaps(fresh.k, t.ptr('mm'));
+      expect(m.partial).toBe(false);
+      const mine = m.rows.map((r) =>
+        [
+          `${r.start.slice(2)}-${r.end.slice(2)}`,
+          r.perms,
+          r.offset.slice(2).padStart(8, '0'),
+          r.dev,
+          String(r.inode),
+          r.path,
+        ].join(' '),
+      );
+      const theirs = mapsText
+        .trim()
+        .split('\n')
+        .map((l) => {
+          const f = l.trim().split(/\s+/);
+          const [range, perms, off, dev, ino] = f;
+          const [a, b] = range.split('-').map((x) => BigInt('0x' + x).toString(16));
+          return [`${a}-${b}`, perms, off, dev, ino, f.slice(5).join(' ')].join(' ');
+        });
+      expect(mine).toEqual(theirs);
+      expect(m.rows.filter((r) => r.path === '/bin/busybox').length).toBeGreaterThanOrEqual(2);
+      const env = await processEnv(fresh.k, pid);
+      expect(env.strings).toEqual(envText.trim().split('\n'));
+      expect(env.strings).toEqual(expect.arrayContaining(['HOME=/', 'TERM=linux']));
+      const first = m.rows.find((r) => r.path === '/bin/busybox')!;
+      const bytes = await readProcessMemory(fresh.k, pid, BigInt(first.start), 4);
+      expect(Buffer.from(bytes).toString('latin1')).toBe('\x7fELF');
+    } finally {
+      await fresh.mem.close();
+      rmSync(path, { force: true });
+    }
+  });
+
+  it('a corrupted task list (cycle, link into unmapped memory): partial rows, a warning, exit 3, no hang', async () => {
+    const T = taskLayout(snap.k);
+    const full = rawRows ?? (await listTasks(snap.d, { cmdline: false })).rows;
+    expect(full.length).toBeGreaterThan(20);
+    const nextOff = BigInt(T.offsetOf('tasks') + snap.k.btf.fieldOffset('list_head', 'next'));
+    const victim = BigInt(full[15].task); // its tasks.next is rewritten
+    const victimNextPa = await snap.k.paging.translate(victim + nextOff);
+    const corrupt = async (value: bigint, name: string) => {
+      const copy = join(scratch, `${target.name}.${name}`);
+      copyFileSync(target.snapshot_path, copy);
+      const fd = openSync(copy, 'r+');
+      const b = Buffer.alloc(8);
+      b.writeBigUInt64LE(BigInt.asUintN(64, value));
+      writeSync(fd, b, 0, 8, victimNextPa);
+      closeSync(fd);
+      return copy;
+    };
+    const earlier = BigInt(full[5].task) + BigInt(T.offsetOf('tasks'));
+    const pageOffset = BigInt(await snap.k.globalValue('page_offset_base'));
+    for (const [name, value, reason] of [
+      ['cycle', earlier, 'cycle'],
+      ['unmapped', pageOffset + (1n << 44n), 'unreadable'],
+    ] as const) {
+      const copy = await corrupt(value, name);
+      try {
+        const c = await discover('raw:' + copy);
+        try {
+          const t0 = performance.now();
+          const r = await listTasks(c.d);
+          expect(performance.now() - t0).toBeLessThan(30_000);
+          expect(r.partial).toBe(true);
+          expect(r.error?.code).toBe('E_LIST');
+          expect((r.error?.data as { reason?: string }).reason).toBe(reason);
+          expect(r.rows.map((x) => x.pid)).toEqual(full.slice(0, 16).map((x) => x.pid));
+          expect(r.warnings.length).toBeGreaterThan(0);
+        } finally {
+          await c.mem.close();
+        }
+        const run = await promisify(execFile)(process.execPath, [CLI, '--source', 'raw:' + copy, '--json', 'ps'], {
+          timeout: 120_000,
+        }).then(
+          (o) => ({ code: 0, stdout: o.stdout }),
+          (e: { code: number; stdout: string }) => ({ code: e.code, stdout: e.stdout }),
+        );
+        expect(run.code).toBe(3);
+        const doc = JSON.parse(run.stdout) as { rows: { pid: number }[]; warnings: string[] };
+        expect(doc.rows.length).toBe(16);
+        expect(doc.warnings.join(' ')).toContain(reason);
+      } finally {
+        rmSync(copy, { force: true });
+      }
+    }
+  });
+});
