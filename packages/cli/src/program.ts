@@ -10,6 +10,7 @@ import { readCommand } from './commands/read.js';
 import { grepCommand } from './commands/grep.js';
 import { adapterCommand } from './commands/adapter.js';
 import { registerProcessCommands } from './commands/processes.js';
+import { registerKernelViewCommands } from './commands/kernel-views.js';
 
 /** Commander argument parser adapter: our typed E_USAGE errors become commander usage errors (exit 2). */
 function arg<T>(parse: (text: string) => T): (text: string) => T {
@@ -148,6 +149,7 @@ export function buildProgram(
     )
     .action((_o, cmd: Command) => run(() => adapterCommand(cmd.optsWithGlobals())));
 
+  registerKernelViewCommands(program, run);
   registerProcessCommands(program, run);
   return program;
 }

@@ -3,4 +3,6 @@ export const LINUX_PACKAGE = '@pmi/linux';
 export * from './tasks/index.js';
 export * from './memory/index.js';
 export * from './files/index.js';
+export * from './modules/index.js';
 export * from './net/index.js';
+export * from './printk/index.js';

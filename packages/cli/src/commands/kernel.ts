@@ -4,6 +4,8 @@ import type { DiscoveredKernel } from '@pmi/kernel';
 import { withKernel, type KernelOptions } from '../kernel-context.js';
 import { EXIT_PARTIAL } from '../exit-codes.js';
 import { printDocument, printRows } from '../output.js';
+import { loadModuleSymbols, type ModuleSymbols } from '@pmi/linux';
+import { kernelObjects } from './kernel-views.js';
 
 const hex64 = (v: bigint | undefined): string | null =>
   v === undefined ? null : '0x' + BigInt.asUintN(64, v).toString(16);
@@ -67,15 +69,22 @@ export async function symCommand(names: string[], opts: KernelOptions): Promise<
     async (k) => {
       const rows: SymRow[] = [];
       const warnings: string[] = [...k.facts.warnings];
+      let modSyms: ModuleSymbols | undefined;
+      const moduleSymbols = async () => {
+        if (!modSyms) {
+          modSyms = await loadModuleSymbols(await kernelObjects(k));
+          warnings.push(...modSyms.warnings);
+        }
+        return modSyms;
+      };
       for (const name of names) {
         const colon = name.indexOf(':');
-        if (colon > 0) {
-          warnings.push(`${name}: module symbols need the module walk (pmi lsmod), not available in this version`);
-          continue;
-        }
-        const hits = k.symbols.lookup(name);
-        if (hits.length === 0) warnings.push(`unknown symbol: ${name}`);
+        const hits = colon > 0 ? [] : k.symbols.lookup(name);
         for (const s of hits) rows.push({ name: s.name, address: hex64(s.address)!, type: s.type, module: null });
+        // `module:name`, or a plain name the kernel does not have: the modules' own symbol tables
+        const mhits = hits.length === 0 ? (await moduleSymbols()).resolve(name) : [];
+        for (const s of mhits) rows.push({ name: s.name, address: hex64(s.address)!, type: s.type, module: s.module });
+        if (hits.length === 0 && mhits.length === 0) warnings.push(`unknown symbol: ${name}`);
       }
       printRows(rows, [{ key: 'address' }, { key: 'type' }, { key: 'name' }, { key: 'module' }], warnings, {
         json: !!opts.json,

@@ -1,0 +1,180 @@
+/**
+ * The kernel log against the guest's own `dmesg` (busybox, "[%5lu.%06lu] text" lines): the recorded
+ * truth on the snapshot (raw:) and nettlp://, a fresh dmesg and a /dev/kmsg marker on the live RAM
+ * (qemu:) without a new snapshot, the follow poller, and a copy with a zeroed descriptor ring.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { openSource, type PhysicalMemory } from '@pmi/core';
+import '@pmi/sources';
+import { startAdapter } from '@pmi/nettlp';
+import { discoverKernel, KernelObjects } from '@pmi/kernel';
+import { openLabVm, type GroundTruth } from '@pmi/lab';
+import { dmesgLines, followKernelLog, readKernelLog, type LogRecord } from '../src/index.js';
+
+const targets = inject('labTargets');
+const scratch = mkdtempSync(join(tmpdir(), 'pmi-printk-'));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+const PMI = join(__dirname, '../../cli/bin/pmi.js');
+
+async function objects(uri: string): Promise<{ mem: PhysicalMemory; k: KernelObjects }> {
+  const mem = await openSource(uri);
+  return { mem, k: KernelObjects.from(await discoverKernel(mem)) };
+}
+
+/** Index where `part` occurs as a contiguous run inside `whole`, or -1. */
+function indexOfRun(whole: readonly string[], part: readonly string[]): number {
+  outer: for (let i = 0; i + part.length <= whole.length; i++) {
+    for (let j = 0; j < part.length; j++) if (whole[i + j] !== part[j]) continue outer;
+    return i;
+  }
+  return -1;
+}
+
+describe.each(targets.map((t) => [t.id, t] as const))('dmesg, lab target %s', (_id, target) => {
+  let truth: GroundTruth;
+  let mem: PhysicalMemory;
+  let k: KernelObjects;
+
+  beforeAll(async () => {
+    truth = JSON.parse(readFileSync(target.truth_path, 'utf8')) as GroundTruth;
+    ({ mem, k } = await objects('raw:' + target.snapshot_path));
+  });
+  afterAll(async () => {
+    await mem?.close();
+  });
+
+  it("the snapshot's log ends with the guest's recorded dmesg tail, same timestamps", async () => {
+    const t0 = performance.now();
+    const r = await readKernelLog(k);
+    const ms = performance.now() - t0;
+    process.stderr.write(`[printk] ${target.id}: ${r.records.length} records (${r.format}) in ${ms.toFixed(1)} ms\n`);
+    expect(r.format).toBe('prb');
+    expect(r.warnings).toEqual([]);
+    expect(r.records[0].text).toMatch(/^Linux version /);
+    // seq strictly increasing, timestamps non-decreasing
+    for (let i = 1; i < r.records.length; i++) expect(r.records[i].seq).toBeGreaterThan(r.records[i - 1].seq);
+    const lines = r.records.flatMap(dmesgLines);
+    const tail = truth.dmesg_tail;
+    expect(tail.length).toBeGreaterThan(10);
+    const at = indexOfRun(lines, tail);
+    expect(at, `tail not found; ours ends with ${JSON.stringify(lines.slice(-5))}`).toBeGreaterThanOrEqual(0);
+    // the snapshot was taken after the truth: only lines logged after it may follow
+    const after = lines.length - (at + tail.length);
+    expect(after).toBeLessThanOrEqual(20);
+  });
+
+  it('the same records over nettlp://', async () => {
+    const source = await openSource('raw:' + target.snapshot_path);
+    const portBase = 20000 + Math.floor(Math.random() * 400) * 64;
+    const adapter = await startAdapter({ source, listen: '127.0.0.2', portBase, tags: 32 });
+    const size = statSync(target.snapshot_path).size;
+    const remote = await objects(`nettlp://127.0.0.2:${portBase}?tags=32&mrrs=4096&ranges=0+${size}`);
+    try {
+      const t0 = performance.now();
+      const r = await readKernelLog(remote.k);
+      process.stderr.write(
+        `[printk] ${target.id}: nettlp:// ${r.records.length} records in ${(performance.now() - t0).toFixed(0)} ms\n`,
+      );
+      expect(r.records).toEqual((await readKernelLog(k)).records);
+    } finally {
+      await remote.mem.close();
+      await adapter.close();
+      await source.close();
+    }
+  });
+
+  it('live RAM (qemu:): a fresh dmesg and a /dev/kmsg marker at level 3, no new snapshot; the poller sees a later marker', async () => {
+    const vm = await openLabVm(target.name);
+    const live = await objects(target.source_uri);
+    try {
+      const marker = `pmi-marker-${Math.random().toString(36).slice(2, 10)}`;
+      const out = await vm.run(`echo '<3>${marker}' > /dev/kmsg; dmesg | tail -n 30`);
+      expect(out.exitCode).toBe(0);
+      const guest = out.stdout.split('\n').filter((l) => l.length > 0);
+      const r = await readKernelLog(live.k);
+      const lines = r.records.flatMap(dmesgLines);
+      expect(
+        indexOfRun(lines, guest),
+        JSON.stringify({ guest: guest.slice(-3), ours: lines.slice(-3) }),
+      ).toBeGreaterThanOrEqual(0);
+      const m = r.records.filter((x) => x.text === marker);
+      expect(m.length).toBe(1);
+      expect(m[0].level).toBe(3);
+      expect(m[0].facility).toBe(1); // /dev/kmsg writes default to LOG_USER
+      expect(m[0].caller).toMatch(/^T\d+$/);
+
+      // follow: the poller started first, the marker is written afterwards
+      const marker2 = `pmi-follow-${Math.random().toString(36).slice(2, 10)}`;
+      const ac = new AbortController();
+      const timer = setTimeout(() => ac.abort(), 60_000);
+      const seen: LogRecord[] = [];
+      const t0 = performance.now();
+      let tSeen = 0;
+      const follow = (async () => {
+        for await (const rec of followKernelLog(live.k, { signal: ac.signal, intervalMs: 100 })) {
+          seen.push(rec);
+          if (rec.text === marker2) {
+            tSeen = performance.now();
+            ac.abort();
+          }
+        }
+      })();
+      await new Promise((res) => setTimeout(res, 300));
+      const tWrite = performance.now();
+      await vm.run(`echo '<4>${marker2}' > /dev/kmsg`);
+      await follow;
+      clearTimeout(timer);
+      const hit = seen.find((x) => x.text === marker2);
+      expect(hit, `seen: ${JSON.stringify(seen.map((s) => s.text))}`).toBeDefined();
+      expect(hit!.level).toBe(4);
+      expect(seen.some((x) => x.text === marker)).toBe(false); // only records after the start
+      process.stderr.write(
+        `[printk] ${target.id}: follow saw the marker ${(tSeen - tWrite).toFixed(0)} ms after the write was sent (started ${(tWrite - t0).toFixed(0)} ms before)\n`,
+      );
+    } finally {
+      await live.mem.close();
+    }
+  });
+
+  it('a zeroed descriptor ring: no rows, a warning, exit 3, no hang', async () => {
+    const prb = (await k.globalValue('prb')) as bigint;
+    const R = k.layout('printk_ringbuffer', ['desc_ring.count_bits', 'desc_ring.descs']);
+    const ring = await k.read(prb, R);
+    const count = 1 << ring.num('desc_ring.count_bits');
+    const descs = ring.ptr('desc_ring.descs');
+    const bytes = count * k.btf.sizeOf('prb_desc');
+    const copy = join(scratch, `${target.name}-zeroed.raw`);
+    execFileSync('cp', ['--sparse=always', target.snapshot_path, copy]);
+    const fd = openSync(copy, 'r+');
+    for (let off = 0; off < bytes;) {
+      const va = descs + BigInt(off);
+      const len = Math.min(4096 - Number(va & 0xfffn), bytes - off);
+      writeSync(fd, Buffer.alloc(len), 0, len, await k.paging.translate(va));
+      off += len;
+    }
+    closeSync(fd);
+    try {
+      const bad = await objects('raw:' + copy);
+      const t0 = performance.now();
+      const r = await readKernelLog(bad.k);
+      await bad.mem.close();
+      expect(performance.now() - t0).toBeLessThan(10_000);
+      expect(r.records).toEqual([]);
+      expect(r.warnings.join(' ')).toMatch(/do not carry their id/);
+      const cli = spawnSync(process.execPath, [PMI, '--source', 'raw:' + copy, '--json', 'dmesg'], {
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+      expect(cli.status, cli.stderr).toBe(3);
+      const doc = JSON.parse(cli.stdout) as { rows: unknown[]; warnings: string[] };
+      expect(doc.rows).toEqual([]);
+      expect(doc.warnings.join(' ')).toMatch(/do not carry their id/);
+    } finally {
+      rmSync(copy, { force: true });
+    }
+  });
+});
