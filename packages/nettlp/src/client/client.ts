@@ -127,6 +127,8 @@ class OpState {
   outstanding = 0;
   error: PmiError | null = null;
   done = false;
+  /** A write fence: retried only on its own tag (its socket is the one ordered behind the writes). */
+  pinned = false;
   constructor(
     readonly batch: Batch,
     readonly index: number,
@@ -1046,7 +1048,7 @@ export class NetTlpClient implements PhysicalMemory {
       return;
     }
     m.retries++;
-    const i = this.freeCount > 0 ? this.findFree((s.addr + s.len) % 128, s.len) : -1;
+    const i = this.freeCount > 0 && !op.pinned ? this.findFree((s.addr + s.len) % 128, s.len) : -1;
     if (i >= 0) {
       // Fresh request on another tag; this one goes back to the pool, poisoned for this residue.
       const t = this.takeFree(i);
@@ -1162,6 +1164,7 @@ export class NetTlpClient implements PhysicalMemory {
         b.nextOp = 1; // issued here, not by pump()
         op.issued = 1;
         op.outstanding = 1;
+        op.pinned = true;
         this.live.add(b);
         this.issue(s, op, last, 1, 0, 0);
       });
