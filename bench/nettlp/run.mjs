@@ -499,6 +499,14 @@ if (flag('json')) {
     `${results.date.slice(0, 19).replace(/:/g, '-')}${opt('label') ? '-' + opt('label') : ''}.json`,
   );
   fs.writeFileSync(f, JSON.stringify(results, null, 2) + '\n');
+  try {
+    // Committed results must pass the repository's `prettier --check .`.
+    execFileSync(process.execPath, [path.join(root, 'node_modules/prettier/bin/prettier.cjs'), '--write', f], {
+      stdio: 'ignore',
+    });
+  } catch {
+    /* prettier not installed: the file is still valid JSON */
+  }
   log(`wrote ${path.relative(root, f)}`);
 }
 process.exit(0);
