@@ -6,7 +6,7 @@
  */
 import { PmiError } from '@pmi/core';
 import type { KernelObjects, StructView } from '@pmi/kernel';
-import { DentryPaths } from './dpath.js';
+import { dentryPaths } from '../memory/index.js';
 import { fdTasks, type TaskRef } from './tasks.js';
 
 export type FileType = 'file' | 'dir' | 'link' | 'char' | 'block' | 'fifo' | 'pipe' | 'socket' | 'anon' | 'unknown';
@@ -128,11 +128,12 @@ export async function listOpenFiles(k: KernelObjects, opts: OpenFilesOptions = {
   const needPath: StructView[] = [];
   for (const v of views.values())
     if (!(v instanceof PmiError) && v.reached('f_path.dentry.d_sb.s_magic')) needPath.push(v);
-  const resolved = await new DentryPaths(k).resolve(
+  const resolved = await dentryPaths(
+    k,
     needPath.map((v) => ({ mnt: v.ptr('f_path.mnt'), dentry: v.ptr('f_path.dentry') })),
   );
-  const pathOf = new Map<bigint, { path: string; name: string; error?: string }>();
-  needPath.forEach((v, i) => pathOf.set(v.va, resolved[i]));
+  const pathOf = new Map<bigint, { path: string; error?: string }>();
+  needPath.forEach((v, i) => pathOf.set(v.va, { path: resolved[i].path, error: resolved[i].error?.message }));
 
   const rows: OpenFile[] = [];
   for (const s of slots) {
@@ -155,7 +156,7 @@ export async function listOpenFiles(k: KernelObjects, opts: OpenFilesOptions = {
     let path = p?.path ?? '';
     if (magic === SOCKFS_MAGIC) path = `socket:[${ino}]`;
     else if (magic === PIPEFS_MAGIC) path = `pipe:[${ino}]`;
-    else if (magic === ANON_INODE_FS_MAGIC) path = `anon_inode:${p?.name ?? ''}`;
+    else if (magic === ANON_INODE_FS_MAGIC) path = `anon_inode:${(p?.path ?? '').replace(/^\//, '')}`; // a pseudo dentry's path is "/" + its name
     const fmode = v.num('f_mode');
     const row: OpenFile = {
       ...base,
