@@ -11,6 +11,7 @@ import { grepCommand } from './commands/grep.js';
 import { adapterCommand } from './commands/adapter.js';
 import { registerProcessCommands } from './commands/processes.js';
 import { registerKernelViewCommands } from './commands/kernel-views.js';
+import { registerNetCommands } from './commands/net.js';
 
 /** Commander argument parser adapter: our typed E_USAGE errors become commander usage errors (exit 2). */
 function arg<T>(parse: (text: string) => T): (text: string) => T {
@@ -48,6 +49,7 @@ export function buildProgram(
       '--prefer-file',
       'trust --symbols/--isf/--btf over what memory says (default: memory wins, disagreements are warned)',
     )
+    .option('--no-cache', 'ignore and do not update the discovery hints cache (~/.cache/pmi/discovery-hints.json)')
     .showHelpAfterError('(run `pmi --help` for usage)')
     .enablePositionalOptions(false);
 
@@ -150,6 +152,7 @@ export function buildProgram(
     .action((_o, cmd: Command) => run(() => adapterCommand(cmd.optsWithGlobals())));
 
   registerKernelViewCommands(program, run);
+  registerNetCommands(program, run);
   registerProcessCommands(program, run);
   return program;
 }

@@ -119,6 +119,17 @@ describe.each(targets.map((t) => [t.id, t] as const))('discovery on %s', (_id, t
         `[${target.id}] discovery over nettlp:// ${ms.toFixed(0)} ms (raw: ${fromSnapshot.facts.totalMs} ms)`,
       );
       expect(essentials(k)).toEqual(essentials(fromSnapshot));
+      // Warm: the hints of an earlier discovery (where kallsyms and BTF sat) skip the scans, and are validated.
+      const t1 = performance.now();
+      const mem = await openSource(`nettlp://127.0.0.2:${portBase}?tags=32&mrrs=4096&ranges=0+${size}`);
+      try {
+        const warm = await discoverKernel(mem, { hints: fromSnapshot.facts.hints });
+        console.log(`[${target.id}] warm discovery over nettlp:// ${(performance.now() - t1).toFixed(0)} ms`);
+        expect(essentials(warm)).toEqual(essentials(fromSnapshot));
+        expect(warm.facts.warnings).toEqual([]);
+      } finally {
+        await mem.close();
+      }
     } finally {
       await adapter.close();
       await source.close();

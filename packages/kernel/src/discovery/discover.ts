@@ -35,6 +35,18 @@ export interface DiscoverOptions {
   prefer?: 'memory' | 'file';
   /** Skip BTF (faster when only symbols are needed). */
   noTypes?: boolean;
+  /**
+   * Where an earlier discovery of the same kernel found its tables (`facts.hints`). Tried first
+   * and validated like any candidate — a wrong or stale hint only costs the full scan it saves.
+   */
+  hints?: DiscoveryHints;
+}
+
+/** Physical locations worth remembering between runs (a remote source pays for every scanned byte). */
+export interface DiscoveryHints {
+  kallsymsTokenTable?: number;
+  btfPhys?: number;
+  btfSize?: number;
 }
 
 export interface KernelFacts {
@@ -59,6 +71,8 @@ export interface KernelFacts {
   btfPhys?: number;
   btfSource?: 'memory' | 'file';
   vmcoreinfo?: { physAddress: number; osrelease?: string };
+  /** Feed back as `hints` to skip the scans next time. */
+  hints: DiscoveryHints;
   steps: DiscoveryStep[];
   warnings: string[];
   totalMs: number;
@@ -208,12 +222,25 @@ export async function discoverKernel(mem: PhysicalMemory, opts: DiscoverOptions 
   let kallsymsError: PmiError | undefined;
   if (!(opts.prefer === 'file' && opts.symbolFile)) {
     try {
-      kallsyms = await locateKallsyms(mem);
+      const tt = opts.hints?.kallsymsTokenTable;
+      if (tt !== undefined) {
+        kallsyms = await locateKallsyms(mem, { ranges: [{ start: Math.max(0, tt - 64), end: tt + 4096 }] }).catch(
+          () => {
+            warnings.push(`kallsyms hint ${hex(tt)} did not validate; scanning all memory`);
+            return undefined;
+          },
+        );
+      }
+      kallsyms ??= await locateKallsyms(mem);
       symbols = kallsyms;
-      step('symbols', `kallsyms decoded from memory (${kallsyms.layout.variant})`, {
-        count: kallsyms.count,
-        token_table: hex(kallsyms.layout.tables.tokenTable),
-      });
+      step(
+        'symbols',
+        `kallsyms decoded from memory (${kallsyms.layout.variant})${tt !== undefined && kallsyms.layout.tables.tokenTable === tt ? ' at the hinted address' : ''}`,
+        {
+          count: kallsyms.count,
+          token_table: hex(kallsyms.layout.tables.tokenTable),
+        },
+      );
     } catch (e) {
       kallsymsError = e instanceof PmiError ? e : new PmiError('E_INTERNAL', ORIGIN, String(e));
       if (!opts.symbolFile) {
@@ -334,7 +361,17 @@ export async function discoverKernel(mem: PhysicalMemory, opts: DiscoverOptions 
       step('types', `BTF from ${opts.btfFile}`);
     } else {
       try {
-        const located = await locateBtf(mem, { hint });
+        const bh = opts.hints?.btfPhys;
+        const located =
+          (bh !== undefined
+            ? await locateBtf(mem, {
+                hint: { start: bh, end: bh + (opts.hints?.btfSize ?? 64 << 20) },
+                hintOnly: true,
+              }).catch(() => {
+                warnings.push(`BTF hint ${hex(bh)} did not validate; scanning`);
+                return undefined;
+              })
+            : undefined) ?? (await locateBtf(mem, { hint }));
         btf = located.btf;
         btfPhys = located.physAddress;
         btfSource = 'memory';
@@ -396,6 +433,11 @@ export async function discoverKernel(mem: PhysicalMemory, opts: DiscoverOptions 
     btfPhys,
     btfSource,
     vmcoreinfo: vmci ? { physAddress: vmci.physAddress, osrelease: vmci.osrelease } : undefined,
+    hints: {
+      kallsymsTokenTable: kallsyms?.layout.tables.tokenTable,
+      btfPhys,
+      btfSize: btf && btfPhys !== undefined ? btf.bytes.length : undefined,
+    },
     steps,
     warnings,
     totalMs: Math.round((performance.now() - t0) * 10) / 10,
