@@ -13,4 +13,9 @@ export default tseslint.config(
       '@typescript-eslint/no-non-null-assertion': 'off',
     },
   },
+  {
+    // lagmeter's host/client pages run in the browser (plain ES modules served as-is).
+    files: ['packages/lagmeter/src/pages/**/*.js'],
+    languageOptions: { globals: { ...globals.browser } },
+  },
 );

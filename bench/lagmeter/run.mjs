@@ -1,0 +1,91 @@
+// lagmeter benchmark: longer calibration runs (A/B against a baseline in one browser) and the
+// measurement overhead (pixel stamping + rVFC read-back on vs off). Run: npm run bench:lagmeter
+// (needs `tsc -b` first; the npm script does it). Env: LAGMETER_BENCH_DURATION_MS (default 15000).
+import { analyze, defaultConfig, openLab, runPipeline } from '../../packages/lagmeter/dist/index.js';
+import { parseLinkArgs } from '../../packages/lagmeter/dist/relay/index.js';
+
+const DURATION = Number(process.env.LAGMETER_BENCH_DURATION_MS ?? 15000);
+const lab = await openLab();
+const out = {};
+const fmt = (x) => (Number.isFinite(x) ? x.toFixed(1) : '–');
+async function run(name, link, over = {}) {
+  const cfg = defaultConfig({
+    w: 640,
+    h: 360,
+    fps: 30,
+    durationMs: DURATION,
+    warmupMs: 3000,
+    seed: 11,
+    ...parseLinkArgs(link),
+    ...over,
+  });
+  const a = analyze(await runPipeline(cfg, lab), name);
+  out[name] = a.summary;
+  return a;
+}
+try {
+  console.log(`lagmeter bench: ${DURATION / 1000}s per run, 640x360@30 VP8, software codecs on this machine`);
+  console.log('\n== calibration (Δ vs baseline, injected truth in brackets) ==');
+  const base = (await run('baseline', {})).summary;
+  for (const [name, link, truth] of [
+    ['delay-down-40', { delayDown: '40ms' }, { down: 40, e2e: 40, rtt: 40 }],
+    ['delay-40', { delay: '40ms' }, { down: 40, e2e: 80, rtt: 80 }],
+  ]) {
+    const s = (await run(name, link)).summary;
+    console.log(
+      `${name.padEnd(14)} network_down ${fmt(s.stages.network_down.median - base.stages.network_down.median)} [${truth.down}]` +
+        `  e2e ${fmt(s.e2e.median - base.e2e.median)} [${truth.e2e}]  rtt ${fmt(s.network.rtt.median - base.network.rtt.median)} [${truth.rtt}]` +
+        `  jitter_buffer ${fmt(s.stages.jitter_buffer.median - base.stages.jitter_buffer.median)}  clock ${s.clock.estimate?.offset}±${s.clock.estimate?.bound}`,
+    );
+  }
+  for (const [name, link] of [
+    ['jitter-5', { delay: '10ms', jitter: '5ms' }],
+    ['jitter-5-reorder', { delay: '10ms', jitter: '5ms', reorder: true }],
+    ['loss-5', { delay: '40ms', lossDown: '5%' }],
+    ['gilbert-5', { delay: '40ms', lossDown: 'gilbert:0.005,0.1' }],
+  ]) {
+    const s = (await run(name, link)).summary;
+    const n = s.network;
+    console.log(
+      `${name.padEnd(17)} nack ${n.nack} retx ${n.retransmitted} pli ${n.pli} freezes ${n.freezes} (${n.freeze_ms} ms) e2e ${fmt(s.e2e.median)}`,
+    );
+  }
+  console.log('\n== measurement overhead (stamp + read-back on vs off, same conditions) ==');
+  const med = (xs) => {
+    const a = xs.filter(Number.isFinite).sort((x, y) => x - y);
+    return a.length ? a[Math.floor(a.length / 2)] : NaN;
+  };
+  const fig = async (on) => {
+    const raw = await runPipeline(
+      defaultConfig({
+        w: 640,
+        h: 360,
+        fps: 30,
+        durationMs: DURATION,
+        warmupMs: 3000,
+        seed: 11,
+        stamp: on,
+        observe: on,
+      }),
+      lab,
+    );
+    const s = analyze(raw, on ? 'on' : 'off').summary;
+    const d = raw.client.displayed.filter(
+      (x) => x.presentationTime >= raw.window.from && x.presentationTime < raw.window.to,
+    );
+    return {
+      'encode ms/frame (getStats)': s.codec.encodeMsAvg,
+      'decode ms/frame (getStats)': s.codec.decodeMsAvg,
+      'receive→present median (rVFC)': med(d.map((x) => x.presentationTime - x.receiveTime)),
+      'capture→present median (rVFC)': med(d.map((x) => x.presentationTime - x.captureTime)),
+      'presented fps': d.length / ((raw.window.to - raw.window.from) / 1000),
+      'stamp draw ms/frame (host)': on ? med(raw.host.frames.map((f) => f.stampCost)) : NaN,
+      'read-back ms/frame (client)': on ? med(d.map((x) => x.readCost ?? NaN)) : NaN,
+    };
+  };
+  const on = await fig(true);
+  const off = await fig(false);
+  for (const k of Object.keys(on)) console.log(`${k.padEnd(32)} on ${fmt(on[k])}  off ${fmt(off[k])}`);
+} finally {
+  await lab.close();
+}
