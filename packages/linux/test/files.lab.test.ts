@@ -4,6 +4,7 @@
  * /proc/net/tcp); the same rows over nettlp://; a corrupt fd table pointer in a copied image gives
  * partial rows + a warning and exit 3 from the CLI.
  */
+import { openLabKernel } from './lab-kernel.js';
 import { spawnSync } from 'node:child_process';
 import { closeSync, copyFileSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -110,7 +111,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('lsof, lab target %s', (_i
     const adapter = await startAdapter({ source, listen: '127.0.0.2', portBase, tags: 32 });
     try {
       const size = statSync(target.snapshot_path).size;
-      const remote = await kernelAt(`nettlp://127.0.0.2:${portBase}?tags=32&mrrs=4096&ranges=0+${size}`);
+      const remote = await openLabKernel(`nettlp://127.0.0.2:${portBase}?tags=32&mrrs=4096&ranges=0+${size}`, target);
       try {
         const t0 = performance.now();
         const r = await listOpenFiles(remote.k);

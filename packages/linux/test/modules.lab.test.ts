@@ -3,6 +3,7 @@
  * inside the guest), over raw: (the snapshot) and nettlp:// (the software adapter serving it); a copy
  * with a cyclic modules list gives partial rows, a warning and exit 3.
  */
+import { openLabKernel } from './lab-kernel.js';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -130,7 +131,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('lsmod and module symbols,
     const portBase = 20000 + Math.floor(Math.random() * 400) * 64;
     const adapter = await startAdapter({ source, listen: '127.0.0.2', portBase, tags: 32 });
     const size = statSync(target.snapshot_path).size;
-    const remote = await objects(`nettlp://127.0.0.2:${portBase}?tags=32&mrrs=4096&ranges=0+${size}`);
+    const remote = await openLabKernel(`nettlp://127.0.0.2:${portBase}?tags=32&mrrs=4096&ranges=0+${size}`, target);
     try {
       const t0 = performance.now();
       const r = await listModules(remote.k);

@@ -4,6 +4,7 @@
  * from the guest's ps; the same rows over nettlp://; a cyclic hash chain in a copied image gives
  * partial rows + a warning (library) and exit 3 (CLI), no hang.
  */
+import { openLabKernel } from './lab-kernel.js';
 import { spawnSync } from 'node:child_process';
 import { closeSync, copyFileSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -150,7 +151,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('netstat, lab target %s', 
     const adapter = await startAdapter({ source, listen: '127.0.0.2', portBase, tags: 32 });
     try {
       const size = statSync(target.snapshot_path).size;
-      const remote = await kernelAt(`nettlp://127.0.0.2:${portBase}?tags=32&mrrs=4096&ranges=0+${size}`);
+      const remote = await openLabKernel(`nettlp://127.0.0.2:${portBase}?tags=32&mrrs=4096&ranges=0+${size}`, target);
       try {
         const t0 = performance.now();
         const r = await listSockets(remote.k);

@@ -3,6 +3,7 @@
  * truth on the snapshot (raw:) and nettlp://, a fresh dmesg and a /dev/kmsg marker on the live RAM
  * (qemu:) without a new snapshot, the follow poller, and a copy with a zeroed descriptor ring.
  */
+import { openLabKernel } from './lab-kernel.js';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -72,7 +73,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('dmesg, lab target %s', (_
     const portBase = 20000 + Math.floor(Math.random() * 400) * 64;
     const adapter = await startAdapter({ source, listen: '127.0.0.2', portBase, tags: 32 });
     const size = statSync(target.snapshot_path).size;
-    const remote = await objects(`nettlp://127.0.0.2:${portBase}?tags=32&mrrs=4096&ranges=0+${size}`);
+    const remote = await openLabKernel(`nettlp://127.0.0.2:${portBase}?tags=32&mrrs=4096&ranges=0+${size}`, target);
     try {
       const t0 = performance.now();
       const r = await readKernelLog(remote.k);
