@@ -144,6 +144,16 @@ export function buildProgram(
     .option('--allow <cidrs>', 'comma-separated client networks allowed (default: loopback only)')
     .option('--fault <spec>', 'fault injection for tests, e.g. loss=0.05,reorder=0.05,dup=0.01,delay=2ms,seed=1')
     .option('--pcap <file>', 'record every datagram in and out as Ethernet/IPv4/UDP frames')
+    .addOption(
+      new Option('--split <mode>', 'completion splitting: rcb (like a root complex) or mps (fewer, larger completions)')
+        .choices(['rcb', 'mps'])
+        .default('rcb'),
+    )
+    .addOption(
+      new Option('--io <mode>', 'socket I/O: native (recvmmsg/sendmmsg addon, npm run build:native) or dgram')
+        .choices(['auto', 'native', 'dgram'])
+        .default('auto'),
+    )
     .option(
       '--stats-interval <ms>',
       'print stats as a JSON line on stderr every ms',

@@ -18,6 +18,8 @@ export interface AdapterCommandOptions extends GlobalOptions {
   fault?: string;
   pcap?: string;
   statsInterval?: number;
+  split?: 'rcb' | 'mps';
+  io?: 'auto' | 'native' | 'dgram';
 }
 
 export async function adapterCommand(opts: AdapterCommandOptions): Promise<number> {
@@ -40,6 +42,8 @@ export async function adapterCommand(opts: AdapterCommandOptions): Promise<numbe
         : undefined,
       fault: opts.fault,
       pcap: opts.pcap,
+      split: opts.split,
+      io: opts.io,
     });
   } catch (e) {
     await mem.close();
