@@ -25,7 +25,12 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['packages/**/*.test.ts', 'lab/src/**/*.test.ts'],
-          exclude: ['**/node_modules/**', '**/dist/**', '**/*.lab.test.ts', 'packages/lagmeter/test/calibration*.test.ts'],
+          exclude: [
+            '**/node_modules/**',
+            '**/dist/**',
+            '**/*.lab.test.ts',
+            'packages/lagmeter/test/calibration*.test.ts',
+          ],
           testTimeout: 60_000,
         },
       },
