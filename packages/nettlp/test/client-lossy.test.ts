@@ -59,18 +59,21 @@ describe('NetTLP client on a bad link', () => {
 
   it('a completion delayed past the timeout and delivered after the retry does not corrupt later reads', async () => {
     const src = randomBytes(1 << 20, 99);
-    // Delay the first completion of the 3rd MRd by 30 ms (timeout 10 ms): the client retries; the
+    // Delay the 41st completion by 60 ms (timeout 10 ms; after a warm-up, so the RTO is small even on a
+    // loaded machine — the first RTT sample alone sets it to 3 × that sample): the client retries; the
     // stale CplD arrives after the retry completed, while the tag serves other requests.
     for (const tags of [1, 2]) {
       let delayedAt = -1;
+      let delayedT = Infinity;
       const { client, responder } = await startPair(
         {
           tags: 2,
           regions: [{ start: 0, data: src }],
           delay: ({ n, addr }) => {
-            if (n === 4) {
+            if (n === 40) {
               delayedAt = addr;
-              return 30;
+              delayedT = performance.now();
+              return 60;
             }
             return undefined;
           },
@@ -83,7 +86,7 @@ describe('NetTLP client on a bad link', () => {
       // tags for well past the stale completion's arrival.
       const t0 = performance.now();
       let reads = 0;
-      while (performance.now() - t0 < 150) {
+      while (performance.now() - t0 < 250 || performance.now() - delayedT < 150 || delayedAt < 0) {
         const a = (reads * 512) % (1 << 20);
         const got = await readPhys(client, a, 512);
         expect(Buffer.compare(got, src.subarray(a, a + 512)), `read ${reads} at 0x${a.toString(16)}`).toBe(0);
@@ -91,7 +94,10 @@ describe('NetTLP client on a bad link', () => {
       }
       expect(delayedAt).toBeGreaterThanOrEqual(0);
       // (a timeout, or a fast retry when a later chunk of the same read completed first)
-      expect(client.metrics.timeouts + client.metrics.fast_retries).toBeGreaterThanOrEqual(1);
+      expect(
+        client.metrics.timeouts + client.metrics.fast_retries,
+        JSON.stringify({ tags, delayedAt, ...client.metrics }),
+      ).toBeGreaterThanOrEqual(1);
       expect(client.metrics.retries).toBeGreaterThanOrEqual(1);
       expect(client.metrics.late_completions, JSON.stringify(client.metrics)).toBeGreaterThanOrEqual(1);
     }

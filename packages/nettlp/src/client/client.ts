@@ -64,8 +64,8 @@ const ORIGIN = 'nettlp';
 export const QUARANTINE_MS = 50;
 /**
  * Floor of the drain window after a request *completed* (duplicates of its completions may still be
- * on the way): max(this, 2·(SRTT + 4·RTTVAR)) + timer lag. The software adapter's reorder injection
- * holds a completion back for at most ~2 ms (`flush`), so this must stay above that.
+ * on the way): max(this, 2·SRTT) + 2·timer lag. The software adapter's reorder injection holds a
+ * completion back for at most ~2 ms (`flush`), so this must stay above that.
  */
 export const DRAIN_MS = 3;
 
@@ -144,6 +144,7 @@ interface Retry {
   len: number;
   dstOff: number;
   attempts: number;
+  silent: number;
 }
 
 interface WriteJob {
@@ -160,6 +161,10 @@ class Slot {
   len = 0;
   dstOff = 0;
   attempts = 0;
+  /** Attempts (of this chunk, on any tag) during which no new byte arrived: `retries` bounds these. */
+  silent = 0;
+  /** Bytes received when the current attempt was sent (progress check at its timeout). */
+  receivedAtSend = 0;
   sentAt = 0;
   deadline = 0;
   received = 0;
@@ -518,7 +523,7 @@ export class NetTlpClient implements PhysicalMemory {
         break;
       }
       this.retryQueue.shift();
-      this.issue(this.takeFree(i), c.op, c.addr, c.len, c.dstOff, c.attempts);
+      this.issue(this.takeFree(i), c.op, c.addr, c.len, c.dstOff, c.attempts, c.silent);
     }
     while (this.freeCount > 0) {
       if (this.writeQueue.length > 0) {
@@ -632,13 +637,14 @@ export class NetTlpClient implements PhysicalMemory {
     else this.armPumpTimer(at);
   }
 
-  private issue(s: Slot, op: OpState, addr: number, len: number, dstOff: number, attempts: number): void {
+  private issue(s: Slot, op: OpState, addr: number, len: number, dstOff: number, attempts: number, silent = 0): void {
     s.state = BUSY;
     s.op = op;
     s.addr = addr;
     s.len = len;
     s.dstOff = dstOff;
     s.attempts = attempts;
+    s.silent = silent;
     s.received = 0;
     s.minBc = Infinity;
     s.mask.fill(0, 0, len);
@@ -648,6 +654,7 @@ export class NetTlpClient implements PhysicalMemory {
   private sendRead(s: Slot): void {
     const n = encodeMemRead(s.tx, s.addr, s.len, this.options.requester, s.tag);
     const now = performance.now();
+    s.receivedAtSend = s.received;
     s.sentAt = now;
     s.deadline = now + this.rto;
     s.sock.send(s.tx, 0, n);
@@ -872,11 +879,16 @@ export class NetTlpClient implements PhysicalMemory {
     this.pump();
   };
 
-  /** Drain window after a request completed or failed: see DRAIN_MS. */
+  /**
+   * Drain window after a request completed or failed. A copy of a completion that already arrived is
+   * later than the original by the reorder hold (DRAIN_MS covers the software adapter's ~2 ms flush; a
+   * direct link neither duplicates nor reorders) plus the variation of the path's delay, taken as
+   * 2·SRTT when that is longer (a loaded host or adapter: its queueing delays copies as much as answers;
+   * SRTT rather than RTTVAR, which one stray late sample inflates for a long time) plus timer lateness.
+   */
   private drainWindow(): number {
-    let w = 2 * (this.srtt + 4 * this.rttvar);
-    if (w < DRAIN_MS) w = DRAIN_MS;
-    return w + 2 * this.loopLag;
+    const w = 2 * this.srtt;
+    return (w > DRAIN_MS ? w : DRAIN_MS) + 2 * this.loopLag;
   }
 
   /**
@@ -1027,7 +1039,10 @@ export class NetTlpClient implements PhysicalMemory {
       this.finishSlot(s, null);
       return;
     }
-    if (s.attempts >= this.options.retries) {
+    // Only attempts that brought nothing new count against `retries` (a silent target fails after
+    // (retries + 1) × timeout); a lossy but answering one gets up to 4 × (retries + 1) attempts.
+    const silent = s.silent + (s.received > s.receivedAtSend ? 0 : 1);
+    if (silent > this.options.retries || s.attempts + 1 >= 4 * (this.options.retries + 1)) {
       this.finishSlot(
         s,
         new PmiError(
@@ -1055,11 +1070,12 @@ export class NetTlpClient implements PhysicalMemory {
       const { addr, len, dstOff, attempts } = s;
       s.op = null;
       this.cool(s);
-      this.issue(t, op, addr, len, dstOff, attempts + 1);
+      this.issue(t, op, addr, len, dstOff, attempts + 1, silent);
     } else {
       // Same request again on the same tag: late answers to the earlier attempt carry the same
       // bytes at the same offsets, so the partial assembly stays valid.
       s.attempts++;
+      s.silent = silent;
       this.sendRead(s);
     }
   }
@@ -1079,7 +1095,7 @@ export class NetTlpClient implements PhysicalMemory {
       this.finishSlot(s, null);
       return;
     }
-    if (s.attempts >= this.options.retries) {
+    if (s.attempts + 1 >= 4 * (this.options.retries + 1)) {
       this.finishSlot(
         s,
         new PmiError(
@@ -1095,7 +1111,7 @@ export class NetTlpClient implements PhysicalMemory {
     const { addr, len, dstOff, attempts } = s;
     s.op = null;
     this.cool(s);
-    this.retryQueue.push({ op, addr, len, dstOff, attempts: attempts + 1 });
+    this.retryQueue.push({ op, addr, len, dstOff, attempts: attempts + 1, silent: s.silent });
     this.pump();
   }
 
