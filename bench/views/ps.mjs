@@ -5,7 +5,9 @@
  * with its command line read through its own page tables) is timed over the snapshot file and
  * over nettlp:// (the software adapter serving the same snapshot in a child process:
  * `pmi --source SNAP adapter --listen 127.0.0.2 --port-base P --tags 64`).
- * Discovery is done once per source and not timed; each ps is run `--runs` times (first = cold).
+ * Discovery is done once on the file and not timed (nettlp:// reuses its symbols, BTF and DTB — the
+ * same kernel); each ps is run `--runs` times (first = cold). nettlp:// is timed with the IDR link
+ * prefetch (the default on remote sources) and link by link.
  *
  *   npm run build && node bench/views/ps.mjs [--procs 5000] [--memory 4G] [--kernel 6.12] [--paging 5]
  *   node bench/views/ps.mjs --snapshot /dev/shm/x.ram [--machine pc]   (an existing snapshot)
@@ -23,7 +25,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const { openSource } = await import(path.join(root, 'packages/core/dist/index.js'));
 await import(path.join(root, 'packages/sources/dist/index.js'));
 await import(path.join(root, 'packages/nettlp/dist/index.js'));
-const { discoverKernel } = await import(path.join(root, 'packages/kernel/dist/index.js'));
+const { discoverKernel, X86Paging } = await import(path.join(root, 'packages/kernel/dist/index.js'));
 const { listTasks } = await import(path.join(root, 'packages/linux/dist/index.js'));
 const { startLabVm } = await import(path.join(root, 'lab/dist/index.js'));
 
@@ -38,34 +40,43 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '3' },
     tags: { type: 'string', default: '64' },
     keep: { type: 'boolean', default: false },
+    timeout: { type: 'string', default: '50' },
   },
 });
 const runs = Math.max(1, Number(values.runs));
 
-async function time(label, uri) {
+async function time(label, uri, variants = [{}], known) {
   const mem = await openSource(uri);
   try {
     const t0 = performance.now();
-    const d = await discoverKernel(mem);
+    // nettlp:// reuses the file's discovery (symbols, BTF, DTB): only the memory changes
+    const d = known
+      ? { ...known, mem, paging: new X86Paging(mem, known.facts.dtb, known.facts.levels) }
+      : await discoverKernel(mem);
     const discoverMs = performance.now() - t0;
-    const ms = [];
-    let r;
-    for (let i = 0; i < runs; i++) {
-      const t = performance.now();
-      r = await listTasks(d);
-      ms.push(performance.now() - t);
+    const out = [];
+    for (const v of variants) {
+      const ms = [];
+      let r;
+      for (let i = 0; i < runs; i++) {
+        const t = performance.now();
+        r = await listTasks(d, v);
+        ms.push(performance.now() - t);
+      }
+      const user = r.rows.filter((x) => !x.kthread);
+      out.push({
+        source: label + (v.prefetch === undefined ? '' : v.prefetch ? ', IDR prefetch' : ', link by link'),
+        processes: r.rows.length,
+        with_cmdline: user.filter((x) => x.cmdline !== '').length,
+        partial: r.partial,
+        discover_ms: known ? 'reused' : Math.round(discoverMs),
+        ps_cold_ms: Math.round(ms[0]),
+        ps_warm_ms: Math.round(Math.min(...ms.slice(1).concat(ms[0]))),
+        rows: r.rows,
+      });
     }
-    const user = r.rows.filter((x) => !x.kthread);
-    return {
-      source: label,
-      processes: r.rows.length,
-      with_cmdline: user.filter((x) => x.cmdline !== '').length,
-      partial: r.partial,
-      discover_ms: Math.round(discoverMs),
-      ps_cold_ms: Math.round(ms[0]),
-      ps_warm_ms: Math.round(Math.min(...ms.slice(1).concat(ms[0]))),
-      rows: r.rows,
-    };
+    out.discovered = d;
+    return out;
   } finally {
     await mem.close();
   }
@@ -123,28 +134,34 @@ try {
     vm = undefined;
   }
   const fileUri = `qemu:${snap}?machine=${values.machine}`;
-  const file = await time('file (qemu: snapshot)', fileUri);
+  const files = await time('file (qemu: snapshot)', fileUri);
+  const [file] = files;
+  console.table([file].map(({ rows: _rows, ...r }) => r));
   const mem = await openSource(fileUri);
   const ranges = mem.info.ranges.map((r) => `0x${r.start.toString(16)}-0x${r.end.toString(16)}`).join(',');
   await mem.close();
   const portBase = 20000 + Math.floor(Math.random() * 400) * 64;
   const tags = Number(values.tags);
   const adapter = await startAdapterChild(fileUri, portBase, tags);
-  let net;
+  let nets;
   try {
-    net = await time(
+    nets = await time(
       `nettlp:// (adapter child, ${tags} tags)`,
-      `nettlp://127.0.0.2:${portBase}?tags=${tags}&mrrs=4096&ranges=${ranges}`,
+      `nettlp://127.0.0.2:${portBase}?tags=${tags}&mrrs=4096&timeout=${values.timeout}&ranges=${ranges}`,
+      [{ prefetch: true }, { prefetch: false }],
+      files.discovered,
     );
   } finally {
     adapter.kill('SIGTERM');
   }
-  const same = JSON.stringify(file.rows) === JSON.stringify(net.rows);
-  console.table([file, net].map(({ rows: _rows, ...r }) => r));
-  console.log(
-    `ratio nettlp/file: cold ${(net.ps_cold_ms / file.ps_cold_ms).toFixed(2)}×, warm ${(net.ps_warm_ms / file.ps_warm_ms).toFixed(2)}× ` +
-      `(goal ≤ 3×); identical rows: ${same}`,
-  );
+  console.table([file, ...nets].map(({ rows: _rows, ...r }) => r));
+  for (const net of nets) {
+    const same = JSON.stringify(file.rows) === JSON.stringify(net.rows);
+    console.log(
+      `${net.source}: ratio nettlp/file cold ${(net.ps_cold_ms / file.ps_cold_ms).toFixed(2)}×, ` +
+        `warm ${(net.ps_warm_ms / file.ps_warm_ms).toFixed(2)}× (goal ≤ 3×); identical rows: ${same}`,
+    );
+  }
 } finally {
   if (vm) await vm.stop();
   if (!values.snapshot && snap && !values.keep) rmSync(snap, { force: true });

@@ -219,14 +219,17 @@ describe.each(targets.map((t) => [t.id, t] as const))('processes, lab target %s'
       try {
         const c = await discover('raw:' + copy);
         try {
-          const t0 = performance.now();
-          const r = await listTasks(c.d);
-          expect(performance.now() - t0).toBeLessThan(30_000);
-          expect(r.partial).toBe(true);
-          expect(r.error?.code).toBe('E_LIST');
-          expect((r.error?.data as { reason?: string }).reason).toBe(reason);
-          expect(r.rows.map((x) => x.pid)).toEqual(full.slice(0, 16).map((x) => x.pid));
-          expect(r.warnings.length).toBeGreaterThan(0);
+          // link by link (the default on local sources) and through the pid-IDR prefetch (remote default)
+          for (const prefetch of [false, true]) {
+            const t0 = performance.now();
+            const r = await listTasks(c.d, { prefetch });
+            expect(performance.now() - t0).toBeLessThan(30_000);
+            expect(r.partial).toBe(true);
+            expect(r.error?.code).toBe('E_LIST');
+            expect((r.error?.data as { reason?: string }).reason).toBe(reason);
+            expect(r.rows.map((x) => x.pid)).toEqual(full.slice(0, 16).map((x) => x.pid));
+            expect(r.warnings.length).toBeGreaterThan(0);
+          }
         } finally {
           await c.mem.close();
         }

@@ -2,3 +2,4 @@
 export * from './tasks.js';
 export * from './state.js';
 export * from './boottime.js';
+export * from './prefetch.js';
