@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { openSource, type PhysicalMemory } from '@pmi/core';
 import '@pmi/sources';
-import { discoverKernel, KernelObjects, type DiscoveredKernel } from '@pmi/kernel';
+import { discoverKernel, KernelObjects, type DiscoveredKernel, type DiscoveryHints } from '@pmi/kernel';
 import { startAdapter } from '@pmi/nettlp';
 import { openLabVm, WORKLOAD, type GroundTruth } from '@pmi/lab';
 import {
@@ -29,9 +29,12 @@ const scratch = mkdtempSync(join(tmpdir(), 'pmi-tasks-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 const CLI = join(import.meta.dirname, '../../cli/bin/pmi.js');
 
-async function discover(uri: string): Promise<{ mem: PhysicalMemory; d: DiscoveredKernel; k: KernelObjects }> {
+async function discover(
+  uri: string,
+  hints?: DiscoveryHints,
+): Promise<{ mem: PhysicalMemory; d: DiscoveredKernel; k: KernelObjects }> {
   const mem = await openSource(uri);
-  const d = await discoverKernel(mem);
+  const d = await discoverKernel(mem, { hints });
   return { mem, d, k: KernelObjects.from(d) };
 }
 
@@ -131,7 +134,8 @@ describe.each(targets.map((t) => [t.id, t] as const))('processes, lab target %s'
     const adapter = await startAdapter({ source, listen: '127.0.0.2', portBase, tags: 32 });
     try {
       const size = statSync(target.snapshot_path).size;
-      const n = await discover(`nettlp://127.0.0.2:${portBase}?tags=32&mrrs=4096&ranges=0+${size}`);
+      // Validated hints from the snapshot's discovery: the cold nettlp scan is covered by discovery.lab.
+      const n = await discover(`nettlp://127.0.0.2:${portBase}?tags=32&mrrs=4096&ranges=0+${size}`, snap.d.facts.hints);
       try {
         const t0 = performance.now();
         const r = await listTasks(n.d);
