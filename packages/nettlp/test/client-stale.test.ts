@@ -20,7 +20,15 @@ afterEach(async () => {
 });
 
 /** Completions of one MRd as a root complex sends them: split at 256-byte (RCB-aligned) boundaries. */
-function completions(src: Uint8Array, addr: number, len: number, requester: number, tag: number): Buffer[] {
+let clock = 0x7fff_0000; // NetTLP header timestamp when stamping (wraps past 2^32 on purpose)
+function completions(
+  src: Uint8Array,
+  addr: number,
+  len: number,
+  requester: number,
+  tag: number,
+  stamp = false,
+): Buffer[] {
   const out: Buffer[] = [];
   let cur = addr;
   const end = addr + len;
@@ -28,7 +36,8 @@ function completions(src: Uint8Array, addr: number, len: number, requester: numb
     let ce = Math.floor((cur + 256) / 64) * 64;
     if (ce > end) ce = end;
     const b = Buffer.alloc(MAX_DATAGRAM);
-    const n = encodeCompletion(b, CPL_SC, 0, requester, tag, end - cur, cur & 0x7f, src.subarray(cur, ce));
+    const ts = stamp ? (clock = (clock + 0x1000_0000) >>> 0) : 0;
+    const n = encodeCompletion(b, CPL_SC, 0, requester, tag, end - cur, cur & 0x7f, src.subarray(cur, ce), 0, ts);
     out.push(b.subarray(0, n));
     cur = ce;
   }
@@ -42,7 +51,8 @@ function completions(src: Uint8Array, addr: number, len: number, requester: numb
  */
 async function scripted(
   src: Uint8Array,
-  order: (k: number, cpls: Buffer[], held: Buffer | undefined) => { send: Buffer[]; hold?: Buffer },
+  order: (k: number, cpls: Buffer[], held: Buffer | undefined, addr: number) => { send: Buffer[]; hold?: Buffer },
+  stamp = false,
 ): Promise<{ base: number; requests: { addr: number; len: number }[] }> {
   const requests: { addr: number; len: number }[] = [];
   for (let attempt = 0; ; attempt++) {
@@ -67,7 +77,7 @@ async function scripted(
       if (decodeTlp(msg, msg.length, t) !== DECODE_OK || t.kind !== TlpKind.MemRead) return;
       const k = requests.length;
       requests.push({ addr: t.address, len: t.byteLen });
-      const plan = order(k, completions(src, t.address, t.byteLen, t.requester, t.tag), held);
+      const plan = order(k, completions(src, t.address, t.byteLen, t.requester, t.tag, stamp), held, t.address);
       held = plan.hold;
       for (const b of plan.send) sock.send(b, rinfo.port, rinfo.address);
     });
@@ -98,6 +108,31 @@ describe('stale completions (scripted duplicate + reorder on one tag)', () => {
     const first = requests[1];
     expect((first.addr + first.len) % 128).not.toBe(0);
     expect(c.metrics.late_completions + c.metrics.dropped_invalid).toBeGreaterThanOrEqual(1);
+  });
+
+  it('with stamped NetTLP timestamps, B goes out unshifted and the stale original is rejected by its timestamp', async () => {
+    const src = randomBytes(1 << 16, 23);
+    const WARM = 70; // 1-completion reads that switch the client to timestamp mode
+    const { base, requests } = await scripted(
+      src,
+      (_k, cpls, held, addr) => {
+        if (addr === 0) return { send: cpls, hold: cpls[cpls.length - 1] }; // A
+        if (held) return { send: [cpls[0], held, ...cpls.slice(1)] };
+        return { send: cpls };
+      },
+      true,
+    );
+    const c = await openNetTlp(`nettlp://127.0.0.2:${base}?tags=1&ranges=0+64K&mrrs=512&timeout=20`);
+    cleanups.push(() => c.close());
+    for (let i = 0; i < WARM; i++) await readPhys(c, 0x8000 + i * 64, 8);
+    expect(c.metrics.ts_mode).toBe(1);
+    const a = await readPhys(c, 0, 512);
+    expect(Buffer.compare(a, src.subarray(0, 512))).toBe(0);
+    const b = await readPhys(c, 0x1000, 512);
+    expect(Buffer.compare(b, src.subarray(0x1000, 0x1200)), JSON.stringify(c.metrics)).toBe(0);
+    // B was sent whole (no residue shift needed) and the stale copy was recognised by its timestamp.
+    expect(requests[requests.findIndex((r) => r.addr === 0) + 1]).toEqual({ addr: 0x1000, len: 512 });
+    expect(c.metrics.stale_rejected).toBe(1);
   });
 
   it('a completion conflicting with bytes already received (stale, after the drain window) makes the client re-request', async () => {

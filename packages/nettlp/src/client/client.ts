@@ -98,6 +98,10 @@ export interface NetTlpMetrics {
   conflicts: number;
   /** Chunks cut short so that their end residue differs from the quarantined ones of a free tag. */
   shifted_chunks: number;
+  /** Completions rejected because their NetTLP timestamp is not newer than what the tag accepted before the request. */
+  stale_rejected: number;
+  /** 1 while the adapter's header timestamps are trusted (see README-client.md), else 0. */
+  ts_mode: number;
   /** Payload bytes read into callers' buffers. */
   bytes: number;
   /** MWr datagrams sent and their payload bytes. */
@@ -177,6 +181,14 @@ class Slot {
   readonly poisonBc = new Float64Array(128);
   /** Latest poison expiry (fast path: nothing poisoned when ≤ the drain mark). */
   poisonMax = 0;
+  /** The same for abandoned requests only (timed out / conflicting): all that counts in timestamp mode. */
+  readonly abandon = new Float64Array(128);
+  abandonMax = 0;
+  /** Newest NetTLP header timestamp accepted on this tag, when (ms; 0 = none), and its value when the current request was issued. */
+  lastTs = 0;
+  lastTsAt = 0;
+  floorTs = 0;
+  floorValid = false;
   /** Smallest ByteCount accepted for the current request (its last completion's). */
   minBc = Infinity;
   /** Send time of the timed-out attempt per poisoned residue (0 once a late answer gave an RTT sample). */
@@ -248,6 +260,8 @@ export class NetTlpClient implements PhysicalMemory {
       error_completions: 0,
       conflicts: 0,
       shifted_chunks: 0,
+      stale_rejected: 0,
+      ts_mode: 0,
       bytes: 0,
       writes: 0,
       bytes_written: 0,
@@ -597,20 +611,19 @@ export class NetTlpClient implements PhysicalMemory {
     let bestE = lo;
     for (let i = 0; i < this.freeCount; i++) {
       const s = this.slots[this.freeRing[(this.freeHead + i) % nf]];
-      if (s.poisonMax <= mark) {
+      if ((this.tsMode ? s.abandonMax : s.poisonMax) <= mark) {
         bestPos = i;
         bestE = eMax;
         break;
       }
       const rMax = eMax % 128;
-      if (s.poison[rMax] > mark && s.poisonBc[rMax] <= n) {
+      if (!this.eligibleAt(s, rMax, n, mark)) {
         if (now < 0) now = performance.now();
-        if (s.poison[rMax] <= now) return -2;
+        if (this.eligibleAt(s, rMax, n, now)) return -2;
       }
       let e = eMax;
       while (e > bestE) {
-        const r = e % 128;
-        if (s.poison[r] <= mark || s.poisonBc[r] > e - a) break;
+        if (this.eligibleAt(s, e % 128, e - a, mark)) break;
         e -= e % 4 === 0 ? 4 : e % 4;
       }
       if (e > bestE) {
@@ -628,7 +641,8 @@ export class NetTlpClient implements PhysicalMemory {
     let at = Infinity;
     const nf = this.freeRing.length;
     for (let k = 0; k < this.freeCount; k++) {
-      const p = this.slots[this.freeRing[(this.freeHead + k) % nf]].poison[r];
+      const sl = this.slots[this.freeRing[(this.freeHead + k) % nf]];
+      const p = this.tsMode ? sl.abandon[r] : sl.poison[r];
       if (p < at) at = p;
     }
     if (at === Infinity) return; // no free tag: a completion or timeout pumps again
@@ -647,6 +661,10 @@ export class NetTlpClient implements PhysicalMemory {
     s.silent = silent;
     s.received = 0;
     s.minBc = Infinity;
+    s.floorTs = s.lastTs;
+    // (a tag idle for longer than 10 s: any copy is far past its drain window, and the 32-bit
+    // timestamp, 27 s per wrap at 6.4 ns, could no longer be compared)
+    s.floorValid = s.lastTsAt > 0 && performance.now() - s.lastTsAt < 10_000;
     s.mask.fill(0, 0, len);
     this.sendRead(s);
   }
@@ -691,6 +709,17 @@ export class NetTlpClient implements PhysicalMemory {
       m.dropped_invalid++;
       return;
     }
+    const ts = t.timestamp;
+    if (this.tsMode && s.floorValid) {
+      const d = (ts - s.floorTs) >>> 0;
+      if (d === 0 || d >= 0x80000000) {
+        // Generated no later than a completion this tag accepted before this request was sent:
+        // a copy of an earlier request's completion.
+        m.stale_rejected++;
+        if (ts === 0) this.tsOff(); // the adapter stopped stamping: back to drain windows only
+        return;
+      }
+    }
     const req = s.len;
     if (t.status !== CPL_SC) {
       // UR / CA / CRS answer the whole remaining request; the bytes are not there.
@@ -699,6 +728,7 @@ export class NetTlpClient implements PhysicalMemory {
         return;
       }
       m.error_completions++;
+      this.noteTs(s, ts);
       this.quarantine(s, (s.addr + s.len) % 128, t.byteCount, performance.now() + this.drainWindow());
       this.finishSlot(s, this.completionError(s, t.status));
       return;
@@ -749,6 +779,7 @@ export class NetTlpClient implements PhysicalMemory {
     mask.fill(1, off, end);
     s.received += valid;
     if (t.byteCount < s.minBc) s.minBc = t.byteCount;
+    this.noteTs(s, ts);
     m.completions++;
     if (s.received === req) {
       // Copies of this request's completions may still be on the way: quarantine its end residue on
@@ -764,6 +795,39 @@ export class NetTlpClient implements PhysicalMemory {
       }
       this.finishSlot(s, null);
     }
+  }
+
+  /**
+   * Timestamp mode. The NetTLP adapter stamps every datagram it sends with a free-running clock
+   * (6.4 ns ticks; the software adapter too), and a copy — network duplicate or held-back original —
+   * carries the stamp of its original. Once 64 consecutive accepted completions carried non-zero
+   * stamps increasing per tag, a completion whose stamp is not newer than the newest one the tag had
+   * accepted when the current request was sent is rejected: it was generated before that request's
+   * completions could be. Stale copies of *finished* requests then need no drain window; abandoned
+   * requests still get one (their completions may be generated late). A zero stamp turns it off.
+   */
+  private tsMode = false;
+  private tsBroken = false;
+  private tsGood = 0;
+
+  private noteTs(s: Slot, ts: number): void {
+    const d = (ts - s.lastTs) >>> 0;
+    const newer = s.lastTsAt === 0 || (d !== 0 && d < 0x80000000);
+    if (newer) s.lastTs = ts;
+    s.lastTsAt = performance.now();
+    if (this.tsMode || this.tsBroken) return;
+    if (ts !== 0 && newer) {
+      if (++this.tsGood >= 64) {
+        this.tsMode = true;
+        this.metrics.ts_mode = 1;
+      }
+    } else this.tsGood = 0;
+  }
+
+  private tsOff(): void {
+    this.tsMode = false;
+    this.tsBroken = true;
+    this.metrics.ts_mode = 0;
   }
 
   /**
@@ -910,8 +974,17 @@ export class NetTlpClient implements PhysicalMemory {
 
   /** May this tag take a request of len bytes ending at residue r? (see quarantine) */
   private eligible(s: Slot, r: number, len: number): boolean {
-    const mark = this.drainMark;
-    return s.poisonMax <= mark || s.poison[r] <= mark || s.poisonBc[r] > len;
+    return this.eligibleAt(s, r, len, this.drainMark);
+  }
+
+  /**
+   * …with quarantines that expired by time t. In timestamp mode stale copies of finished requests are
+   * rejected by their header timestamp, so only abandoned requests (whose completions may be generated
+   * late) still quarantine their residue.
+   */
+  private eligibleAt(s: Slot, r: number, len: number, t: number): boolean {
+    if (this.tsMode) return s.abandonMax <= t || s.abandon[r] <= t;
+    return s.poisonMax <= t || s.poison[r] <= t || s.poisonBc[r] > len;
   }
 
   /** After a timeout: late completions for (addr, len) may still arrive on this tag; see the header. */
@@ -924,7 +997,10 @@ export class NetTlpClient implements PhysicalMemory {
     if (q < QUARANTINE_MS) q = QUARANTINE_MS;
     if (q > 2 * this.options.maxTimeoutMs) q = 2 * this.options.maxTimeoutMs;
     const r = (s.addr + s.len) % 128;
-    this.quarantine(s, r, 0, now + q);
+    const until = now + q;
+    this.quarantine(s, r, 0, until);
+    if (until > s.abandon[r]) s.abandon[r] = until;
+    if (until > s.abandonMax) s.abandonMax = until;
     s.poisonSent[r] = rttSample ? s.sentAt : 0;
   }
 
