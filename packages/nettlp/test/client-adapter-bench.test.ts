@@ -67,7 +67,7 @@ describe.runIf(process.env.NETTLP_BENCH === '1')('NetTLP client benchmark (in-pr
       const m = c.metrics;
       console.log(
         `adapter seq tags=${tags} mrrs=${mrrs}: ${(n / 1e6 / s).toFixed(1)} MB/s, ${(m.requests / s / 1000).toFixed(1)}k req/s ` +
-          `shifted ${m.shifted_chunks} timeouts ${m.timeouts} ts_mode ${m.ts_mode}`,
+          `shifted ${m.shifted_chunks} timeouts ${m.timeouts} fast ${m.fast_retries} stale_rejected ${m.stale_rejected} late ${m.late_completions} ts_mode ${m.ts_mode}`,
       );
     }, 120_000);
   }

@@ -632,6 +632,16 @@ export class NetTlpClient implements PhysicalMemory {
         if (e === eMax) break;
       }
     }
+    if (bestE < eMax) {
+      // Rather than cut the chunk, wait for a busy tag that may take it once it finishes (its own
+      // request adds a quarantine only at its own end residue, and none in timestamp mode).
+      const rMax = eMax % 128;
+      for (const s of this.slots) {
+        if (s.state === BUSY && (this.tsMode || (s.addr + s.len) % 128 !== rMax) && this.eligibleAt(s, rMax, n, mark)) {
+          return -1;
+        }
+      }
+    }
     this.placeEnd = bestE;
     return bestPos;
   }
