@@ -810,7 +810,7 @@ export class NetTlpClient implements PhysicalMemory {
   /**
    * Timestamp mode. The NetTLP adapter stamps every datagram it sends with a free-running clock
    * (6.4 ns ticks; the software adapter too), and a copy — network duplicate or held-back original —
-   * carries the stamp of its original. Once 64 consecutive accepted completions carried non-zero
+   * carries the stamp of its original. Once 16 consecutive accepted completions carried non-zero
    * stamps increasing per tag, a completion whose stamp is not newer than the newest one the tag had
    * accepted when the current request was sent is rejected: it was generated before that request's
    * completions could be. Stale copies of *finished* requests then need no drain window; abandoned
@@ -824,10 +824,10 @@ export class NetTlpClient implements PhysicalMemory {
     const d = (ts - s.lastTs) >>> 0;
     const newer = s.lastTsAt === 0 || (d !== 0 && d < 0x80000000);
     if (newer) s.lastTs = ts;
-    s.lastTsAt = performance.now();
+    s.lastTsAt = this.checkAt + 1; // ≈ now (the last check tick); only compared against a 10 s bound
     if (this.tsMode || this.tsBroken) return;
     if (ts !== 0 && newer) {
-      if (++this.tsGood >= 64) {
+      if (++this.tsGood >= 16) {
         this.tsMode = true;
         this.metrics.ts_mode = 1;
       }
