@@ -632,9 +632,10 @@ export class NetTlpClient implements PhysicalMemory {
         if (e === eMax) break;
       }
     }
-    if (bestE < eMax) {
-      // Rather than cut the chunk, wait for a busy tag that may take it once it finishes (its own
-      // request adds a quarantine only at its own end residue, and none in timestamp mode).
+    if (bestE < eMax && this.freeCount <= 2) {
+      // Rather than cut the chunk (one more request for the page), wait for a busy tag that may take
+      // it once it finishes — when that idles at most two tags meanwhile (a busy tag's own request
+      // adds a quarantine only at its own end residue, and none in timestamp mode).
       const rMax = eMax % 128;
       for (const s of this.slots) {
         if (s.state === BUSY && (this.tsMode || (s.addr + s.len) % 128 !== rMax) && this.eligibleAt(s, rMax, n, mark)) {
