@@ -12,18 +12,16 @@
  * free, on the same tag — safe, because a late completion of the same request carries the same bytes
  * at the same offsets. After `retries` re-requests the op fails with E_TIMEOUT naming the address.
  *
- * Stale completions (quarantine by residue): a completion is accepted only if
- * LowerAddress == (addr + len − ByteCount) mod 128, so a late completion of an earlier request X can
- * pass the checks of a newer request Y on the same tag iff (X.addr + X.len) ≡ (Y.addr + Y.len)
- * (mod 128). After a timeout the tag is therefore *poisoned* for X's end residue for a drain window
- * (max(4·RTO, 16·SRTT, QUARANTINE_MS) + 16·timer lag): it keeps serving requests with other end residues (the scheduler picks
- * another tag for a request it may not take), and a stale completion can never be accepted by a
- * different request during that window. For MRRS-aligned reads every request ends at residue 0, so
- * this degenerates to a plain per-tag quarantine; unaligned reads keep using poisoned tags.
- * Limit: a copy of a completion delivered *after* its request completed and after the window (a
- * delayed network duplicate) is indistinguishable from a valid completion for an aligned request —
- * the protocol has no request identifier beyond tag + LowerAddress + ByteCount. Completed tags rest
- * until the event loop's check phase, so duplicates already queued on the socket are discarded.
+ * Stale completions: a completion is accepted only if LowerAddress == (addr + len − ByteCount) mod 128,
+ * so a stale completion (duplicate or late) of an earlier request X passes the checks of a newer request
+ * Y on the same tag iff X and Y end at the same address mod 128 and its ByteCount ≤ Y.len. Every request
+ * that ends on a tag (completed, failed or abandoned) therefore quarantines its end residue there until a
+ * drain deadline, judged against a drain mark that guarantees the socket was read since (see onCheck);
+ * the chunker cuts chunks short to end at residues some free tag may take (placeChunk). Once the
+ * adapter's NetTLP header timestamps prove usable, stale copies of finished requests are rejected by
+ * their stamp instead and only abandoned requests quarantine (timestamp mode, noteTs). A region received
+ * twice with different bytes makes the chunk be re-requested (onConflict). README-client.md has the
+ * argument and its assumption.
  */
 import dgram from 'node:dgram';
 import { lookup } from 'node:dns/promises';
