@@ -95,7 +95,9 @@ describe('stale completions (scripted duplicate + reorder on one tag)', () => {
       if (k === 0) return { send: cpls, hold: cpls[cpls.length - 1] };
       return { send: held ? [cpls[0], held, ...cpls.slice(1)] : cpls };
     });
-    const c = await openNetTlp(`nettlp://127.0.0.2:${base}?tags=1&ranges=0+64K&mrrs=512&timeout=20`);
+    // drain=2000: the scripted original arrives inside B whenever B is sent, so B must be inside the
+    // drain window however slow a loaded CI machine is between A and B (the rule's stated assumption).
+    const c = await openNetTlp(`nettlp://127.0.0.2:${base}?tags=1&ranges=0+64K&mrrs=512&timeout=20&drain=2000`);
     cleanups.push(() => c.close());
     // A = [0, 512) and B = [0x1000, 0x1200) both end at residue 0 mod 128; A's last completion
     // (ByteCount 256, LowerAddress 0) fits B's second half exactly.

@@ -960,8 +960,9 @@ export class NetTlpClient implements PhysicalMemory {
    * SRTT rather than RTTVAR, which one stray late sample inflates for a long time) plus timer lateness.
    */
   private drainWindow(): number {
+    const floor = this.options.drainMs ?? DRAIN_MS; // `drain=` for links that reorder more than the adapter
     const w = 2 * this.srtt;
-    return (w > DRAIN_MS ? w : DRAIN_MS) + 2 * this.loopLag;
+    return (w > floor ? w : floor) + 2 * this.loopLag;
   }
 
   /**

@@ -31,6 +31,8 @@ export interface NetTlpClientOptions {
   /** Adaptive timeout cap in ms. */
   maxTimeoutMs: number;
   retries: number;
+  /** Floor of the drain window (ms) after a request finished: how late a duplicate/reordered copy may arrive. */
+  drainMs?: number;
   requester: number;
   /** Known physical ranges; undefined = probe (loopback or probe=1) */
   ranges?: PhysRange[];
@@ -46,6 +48,7 @@ const KNOWN = [
   'mps',
   'timeout',
   'retries',
+  'drain',
   'requester',
   'ranges',
   'probe',
@@ -153,6 +156,7 @@ export function parseNetTlpUri(uri: string, extra: { writable?: boolean } = {}):
         : DEFAULT_TIMEOUT_REMOTE_MS
       : intParam(uri, 'timeout', get('timeout')!, 1, 60_000);
   const retries = get('retries') === undefined ? DEFAULT_RETRIES : intParam(uri, 'retries', get('retries')!, 0, 100);
+  const drainMs = get('drain') === undefined ? undefined : intParam(uri, 'drain', get('drain')!, 1, 60_000);
   let requester = 0;
   if (get('requester') !== undefined) {
     const r = parseRequesterId(get('requester')!);
@@ -186,6 +190,7 @@ export function parseNetTlpUri(uri: string, extra: { writable?: boolean } = {}):
     timeoutMs,
     maxTimeoutMs: Math.max(TIMEOUT_CAP_MS, timeoutMs),
     retries,
+    drainMs,
     requester,
     ranges,
     probe,
