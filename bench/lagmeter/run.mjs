@@ -1,10 +1,19 @@
-// lagmeter benchmark: longer calibration runs (A/B against a baseline in one browser) and the
+// lagmeter benchmark: longer calibration runs (interleaved A/B/C in one connection) and the
 // measurement overhead (pixel stamping + rVFC read-back on vs off). Run: npm run bench:lagmeter
-// (needs `tsc -b` first; the npm script does it). Env: LAGMETER_BENCH_DURATION_MS (default 15000).
-import { analyze, defaultConfig, openLab, runPipeline } from '../../packages/lagmeter/dist/index.js';
+// (needs `tsc -b` first; the npm script does it). Env: LAGMETER_BENCH_DURATION_MS (default 15000),
+// LAGMETER_BENCH_ROUNDS (interleaved calibration rounds, default 12).
+import {
+  analyze,
+  defaultConfig,
+  formatInterleaved,
+  openLab,
+  runInterleaved,
+  runPipeline,
+} from '../../packages/lagmeter/dist/index.js';
 import { parseLinkArgs } from '../../packages/lagmeter/dist/relay/index.js';
 
 const DURATION = Number(process.env.LAGMETER_BENCH_DURATION_MS ?? 15000);
+const ROUNDS = Number(process.env.LAGMETER_BENCH_ROUNDS ?? 12);
 const lab = await openLab();
 const out = {};
 const fmt = (x) => (Number.isFinite(x) ? x.toFixed(1) : '–');
@@ -25,19 +34,28 @@ async function run(name, link, over = {}) {
 }
 try {
   console.log(`lagmeter bench: ${DURATION / 1000}s per run, 640x360@30 VP8, software codecs on this machine`);
-  console.log('\n== calibration (Δ vs baseline, injected truth in brackets) ==');
-  const base = (await run('baseline', {})).summary;
-  for (const [name, link, truth] of [
-    ['delay-down-40', { delayDown: '40ms' }, { down: 40, e2e: 40, rtt: 40 }],
-    ['delay-40', { delay: '40ms' }, { down: 40, e2e: 80, rtt: 80 }],
-  ]) {
-    const s = (await run(name, link)).summary;
-    console.log(
-      `${name.padEnd(14)} network_down ${fmt(s.stages.network_down.median - base.stages.network_down.median)} [${truth.down}]` +
-        `  e2e ${fmt(s.e2e.median - base.e2e.median)} [${truth.e2e}]  rtt ${fmt(s.network.rtt.median - base.network.rtt.median)} [${truth.rtt}]` +
-        `  jitter_buffer ${fmt(s.stages.jitter_buffer.median - base.stages.jitter_buffer.median)}  clock ${s.clock.estimate?.offset}±${s.clock.estimate?.bound}`,
+  console.log('\n== calibration: interleaved in one connection, zero playout delay (paired Δ vs base) ==');
+  const zero = await openLab({ playout: 'zero' });
+  try {
+    const r = await runInterleaved(
+      [
+        { name: 'base', ...parseLinkArgs({}) },
+        { name: 'delay-down-40', ...parseLinkArgs({ delayDown: '40ms' }) },
+        { name: 'delay-40', ...parseLinkArgs({ delay: '40ms' }) },
+      ],
+      { segmentMs: 3000, settleMs: 1000, rounds: ROUNDS },
+      { w: 640, h: 360, fps: 30, warmupMs: 3000, seed: 11, inputIntervalMs: [5, 15] },
+      zero,
     );
+    out.interleaved = r.deltas;
+    console.log(formatInterleaved(r));
+    console.log(
+      'truth: delay-down-40 → network_down/e2e/rtt +40; delay-40 → e2e/rtt +80, network_down/input_uplink +40',
+    );
+  } finally {
+    await zero.close();
   }
+  console.log('\n== counts (separate steady runs, default adaptive playout) ==');
   for (const [name, link] of [
     ['jitter-5', { delay: '10ms', jitter: '5ms' }],
     ['jitter-5-reorder', { delay: '10ms', jitter: '5ms', reorder: true }],

@@ -1,8 +1,10 @@
 // lagmeter command line: `lagmeter run` (one measured run) and `lagmeter sweep` (a hypothesis sweep).
 import { Command, Option } from 'commander';
 import { join } from 'node:path';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { parseLinkArgs, parseDuration, type LinkArgs } from './relay/index.js';
-import { defaultConfig, openLab, runPipeline, type RunConfig } from './pipeline.js';
+import { defaultConfig, openLab, runPipeline, type Playout, type RunConfig } from './pipeline.js';
+import { formatInterleaved, runInterleaved } from './interleave.js';
 import { analyze, type Summary } from './measure.js';
 import { formatSummary, writeRun } from './report.js';
 
@@ -17,6 +19,11 @@ interface RunOpts extends LinkArgs {
   json?: boolean;
   relay: boolean;
   capture: string;
+  playout: Playout;
+  interleave?: boolean;
+  segment: string;
+  settle: string;
+  rounds: string;
 }
 
 function linkOptions(cmd: Command): Command {
@@ -41,6 +48,11 @@ function commonOptions(cmd: Command): Command {
     .option('--warmup <d>', 'discarded warm-up (bitrate ramp-up)', '3s')
     .option('--seed <n>', 'seed for the relay and the input schedule', '1')
     .addOption(new Option('--capture <m>', 'capture path').choices(['generator', 'canvas']).default('generator'))
+    .addOption(
+      new Option('--playout <p>', "receiver playout: Chromium's adaptive jitter buffer, or zero playout delay")
+        .choices(['adaptive', 'zero'])
+        .default('adaptive'),
+    )
     .option('--no-relay', 'direct loopback path, no impairment relay')
     .option('--out <dir>', 'output directory (default ./lagmeter-runs/<timestamp>)')
     .option('--json', 'print the summary as JSON on stdout');
@@ -67,7 +79,13 @@ const stamp = () => new Date().toISOString().replace(/[:.]/g, '-');
 
 async function run(o: RunOpts): Promise<void> {
   const cfg = toConfig(o, parseLinkArgs(o));
-  const raw = await runPipeline(cfg);
+  const lab = await openLab({ playout: o.playout });
+  let raw;
+  try {
+    raw = await runPipeline(cfg, lab);
+  } finally {
+    await lab.close();
+  }
   const a = analyze(raw, stamp());
   const dir = o.out ?? join('lagmeter-runs', stamp());
   await writeRun(dir, a);
@@ -85,7 +103,8 @@ async function sweep(o: RunOpts): Promise<void> {
   const spec = o[key] as string;
   const unit = /[a-z%]+$/i.exec(spec)?.[0] ?? '';
   const values = spec.split(',').map((v) => (/[a-z%]$/i.test(v) ? v : v + unit));
-  const lab = await openLab();
+  if (o.interleave) return sweepInterleaved(o, key, values);
+  const lab = await openLab({ playout: o.playout });
   const results: { value: string; summary: Summary }[] = [];
   const base = o.out ?? join('lagmeter-runs', `sweep-${stamp()}`);
   try {
@@ -116,14 +135,41 @@ async function sweep(o: RunOpts): Promise<void> {
   process.stdout.write([line(head), ...rows.map(line)].join('\n') + `\n\nwritten to ${base}\n`);
 }
 
+/** Sweep values as conditions of one connection, switched live and compared round by round. */
+async function sweepInterleaved(o: RunOpts, key: keyof LinkArgs, values: string[]): Promise<void> {
+  if (!o.relay) throw new Error('sweep --interleave needs the relay');
+  const cfg = toConfig(o, parseLinkArgs({ ...o, [key]: values[0] }));
+  const conditions = values.map((v) => ({ name: `${key}=${v}`, ...parseLinkArgs({ ...o, [key]: v }) }));
+  const lab = await openLab({ playout: o.playout });
+  let r;
+  try {
+    r = await runInterleaved(
+      conditions,
+      { segmentMs: parseDuration(o.segment), settleMs: parseDuration(o.settle), rounds: Number(o.rounds) },
+      cfg,
+      lab,
+    );
+  } finally {
+    await lab.close();
+  }
+  const base = o.out ?? join('lagmeter-runs', `sweep-${stamp()}`);
+  await mkdir(base, { recursive: true });
+  await writeFile(join(base, 'interleaved.json'), JSON.stringify(r, null, 2) + '\n');
+  if (o.json) process.stdout.write(JSON.stringify(r) + '\n');
+  else process.stdout.write(formatInterleaved(r) + `\n\nwritten to ${base}\n`);
+}
+
 export function main(argv = process.argv): Promise<void> {
   const program = new Command('lagmeter').description(
     'per-frame, per-stage latency of a WebRTC game stream in headless Chromium',
   );
   linkOptions(commonOptions(program.command('run').description('one measured run'))).action((o: RunOpts) => run(o));
-  linkOptions(
-    commonOptions(program.command('sweep').description('one run per value of a comma-listed parameter')),
-  ).action((o: RunOpts) => sweep(o));
+  linkOptions(commonOptions(program.command('sweep').description('one run per value of a comma-listed parameter')))
+    .option('--interleave', 'all values in one connection, switched live in segments, paired against the first')
+    .option('--segment <d>', 'with --interleave: segment length', '2.5s')
+    .option('--settle <d>', 'with --interleave: discarded start of each segment', '1s')
+    .option('--rounds <n>', 'with --interleave: rounds (each holds every value once)', '6')
+    .action((o: RunOpts) => sweep(o));
   return program.parseAsync(argv).then(() => undefined);
 }
 

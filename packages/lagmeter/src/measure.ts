@@ -6,7 +6,8 @@
 // these share one clock; the DataChannel offset estimate (reported next to one-way figures)
 // says how well that holds.
 import type { RawRun, StatsSnapshot } from './pipeline.js';
-import { bootstrapMedianCI, dist, median, type Dist } from './stats.js';
+import type { PacketRecord } from './relay/index.js';
+import { bootstrapMedianCI, dist, median, quantileSorted, sorted, type Dist } from './stats.js';
 import { estimateOffset, type ClockEstimate } from './clock.js';
 
 export type Clock = 'client' | 'host' | 'relay' | 'webrtc';
@@ -61,9 +62,15 @@ export interface Summary {
   e2e: Dist & { ci95: [number, number] };
   stages: Record<string, Stage>;
   network: {
+    /** RTCP RTT (remote-inbound-rtp) when there are samples, else ICE's. */
     rtt: Stage;
+    /** RTCP RTT samples only (NaN median when none — e.g. a short segment, see RTCP_STALE_MS). */
+    rtt_rtcp: Dist;
     rtt_ice: Dist;
     rtt_datachannel: Dist;
+    /** 10th percentile of the DataChannel ping RTTs: the propagation floor, with less of the pages'
+     * event-loop delay (always ≥ 0, it only adds) than the median — what paired RTT deltas use. */
+    rtt_datachannel_p10: number;
     loss: number;
     nack: number;
     pli: number;
@@ -80,6 +87,9 @@ export interface Summary {
   crosscheck: {
     /** Pixel-stamped (host capture → client presentation) − WebRTC's (rVFC captureTime → presentation), per frame. */
     rvfc_minus_pixel: Dist;
+    /** Host capture − abs-capture-time capture timestamp (the sender's own clock, no RTCP estimate),
+     * frames whose RTP timestamp a getSynchronizationSources sample caught (~1 per stats interval). */
+    abs_capture_minus_pixel: Dist;
     /** Pixel (host capture → decode end) − googTimingFrameInfo (capture → decode end), sampled frames. */
     timing_minus_pixel: Dist;
     capture_to_display_pixel: Dist;
@@ -145,10 +155,10 @@ function num(o: unknown, k: string): number {
   return typeof v === 'number' ? v : NaN;
 }
 
-/** Counter delta of stats[type][key] over the window (last snapshot before `from` → last snapshot). */
-function delta(stats: StatsSnapshot[], from: number, type: string, key: string): number {
+/** Counter delta of stats[type][key] over the window (last snapshot before `from` → last snapshot ≤ `to`). */
+function delta(stats: StatsSnapshot[], from: number, type: string, key: string, to = Infinity): number {
   const before = [...stats].reverse().find((s) => s.t <= from && s[type]) ?? stats.find((s) => s[type]);
-  const after = [...stats].reverse().find((s) => s[type]);
+  const after = [...stats].reverse().find((s) => s.t <= to && s[type]);
   if (!before || !after) return NaN;
   return num(after[type], key) - num(before[type], key);
 }
@@ -167,12 +177,36 @@ function perMeasurement(
   let prev: StatsSnapshot | null = null;
   for (const s of stats) {
     if (!s[type]) continue;
-    if (prev && s.t >= from && s.t <= to + 1000) {
+    if (prev && s.t >= from && s.t <= to) {
       const dn = num(s[type], count) - num(prev[type], count);
       const dt = num(s[type], total) - num(prev[type], total);
       if (dn > 0 && Number.isFinite(dt)) out.push((dt / dn) * scale);
     }
     prev = s;
+  }
+  return out;
+}
+
+/** Relay counters of the packets that entered the relay inside [from, to), from its records. */
+function relayStatsIn(
+  records: readonly PacketRecord[],
+  from: number,
+  to: number,
+): Record<'up' | 'down', { lost: number; queueDrops: number; forwarded: number; reordered: number }> {
+  const out = {
+    up: { lost: 0, queueDrops: 0, forwarded: 0, reordered: 0, lastOut: -Infinity },
+    down: { lost: 0, queueDrops: 0, forwarded: 0, reordered: 0, lastOut: -Infinity },
+  };
+  for (const r of records) {
+    if (r.tIn < from || r.tIn >= to) continue;
+    const d = out[r.dir];
+    if (r.dropped === 'loss') d.lost++;
+    else if (r.dropped === 'queue') d.queueDrops++;
+    else if (r.tOut !== undefined) {
+      d.forwarded++;
+      if (r.tOut < d.lastOut) d.reordered++;
+      else d.lastOut = r.tOut;
+    }
   }
   return out;
 }
@@ -186,8 +220,25 @@ export interface Analysis {
 
 const stage = (xs: number[], source: StageSource): Stage => ({ ...dist(xs), source: xs.length ? source : 'none' });
 
-export function analyze(raw: RawRun, runId = 'run'): Analysis {
-  const { from, to } = raw.window;
+/**
+ * A segment of a run (runInterleaved): one link condition held from `from` to `to` (epoch ms, the
+ * relay's clock). Everything counted must have happened entirely inside it, judged at the relay:
+ * a frame's packets all entered the relay inside [from, to); an input was emitted at or after
+ * `from` and the frame that echoes it left the relay before `to`; a DataChannel ping was sent at
+ * or after `from` and answered before `to`; getStats counters are differenced over [from, to].
+ */
+export interface AnalyzeOptions {
+  segment?: { from: number; to: number };
+}
+
+/** RTCP RTT samples reported in the first second of a segment may come from a sender report sent
+ * before the switch (RTT = RR arrival − LSR − DLSR, and the SR can be ~1 s old): skip them. */
+export const RTCP_STALE_MS = 1000;
+
+export function analyze(raw: RawRun, runId = 'run', opts: AnalyzeOptions = {}): Analysis {
+  const seg = opts.segment;
+  const { from, to } = seg ?? raw.window;
+  const statsTo = seg ? to : Infinity;
   const hostFrames = new Map(raw.host.frames.map((f) => [f.id, f]));
   const hostInputs = new Map(raw.host.inputs.map((i) => [i.seq, i]));
 
@@ -221,9 +272,14 @@ export function analyze(raw: RawRun, runId = 'run'): Analysis {
   const seen = new Set<number>();
   const frames: FrameRecord[] = [];
   let unreadable = 0;
-  const inWindow = raw.client.displayed.filter(
-    (d) => (d.presentationTime ?? d.tCb) >= from && (d.presentationTime ?? d.tCb) < to,
-  );
+  const relayOf = (d: { rtpTimestamp: number | null }) =>
+    d.rtpTimestamp === null ? undefined : relayFrames.get(d.rtpTimestamp >>> 0);
+  const presented = (d: { presentationTime: number | null; tCb: number }) => d.presentationTime ?? d.tCb;
+  const inWindow = raw.client.displayed.filter((d) => {
+    if (!seg) return presented(d) >= from && presented(d) < to;
+    const rf = relayOf(d);
+    return rf ? rf.firstIn >= from && rf.lastIn < to : false;
+  });
   for (const d of inWindow) {
     if (d.frameId === null) {
       if (raw.config.observe) unreadable++;
@@ -262,13 +318,21 @@ export function analyze(raw: RawRun, runId = 'run'): Analysis {
   }
 
   // Inputs: the echo is the first displayed frame whose stamped input sequence covers the input.
-  const shown = inWindow.filter((d) => d.inputSeq !== null);
+  // (In a segment the search runs over all displayed frames, then the echo must lie inside it.)
+  const shown = (seg ? raw.client.displayed : inWindow).filter((d) => d.inputSeq !== null);
   const inputs: InputRecord[] = [];
   let k = 0;
-  const emitted = raw.client.inputs.filter((i) => i.tEmit >= from && i.tEmit < to - 300);
+  const emitted = raw.client.inputs.filter((i) => i.tEmit >= from && i.tEmit < (seg ? to : to - 300));
   for (const i of emitted) {
     while (k < shown.length && (shown[k].presentationTime ?? shown[k].tCb) < i.tEmit) k++;
-    const hit = shown.slice(k).find((d) => (d.inputSeq ?? -1) >= i.seq);
+    let hit = shown.slice(k).find((d) => (d.inputSeq ?? -1) >= i.seq);
+    if (seg && hit) {
+      const rf = relayOf(hit);
+      if (!rf || rf.lastIn >= to) {
+        if (presented(hit) >= to) continue; // echoed under the next condition: not this segment's
+        hit = undefined;
+      }
+    }
     const hi = hostInputs.get(i.seq);
     const applied = hi ? hostFrames.get(hi.frameId) : undefined;
     inputs.push({
@@ -315,13 +379,13 @@ export function analyze(raw: RawRun, runId = 'run'): Analysis {
   const sampled = frames.filter((f) => f.timingSampled);
   const cs = raw.client.stats;
   const hs = raw.host.stats;
-  const framesEncoded = delta(hs, from, 'outbound-rtp', 'framesEncoded');
-  const encodeAvg = (delta(hs, from, 'outbound-rtp', 'totalEncodeTime') / framesEncoded) * 1000;
-  const framesDecoded = delta(cs, from, 'inbound-rtp', 'framesDecoded');
-  const decodeAvg = (delta(cs, from, 'inbound-rtp', 'totalDecodeTime') / framesDecoded) * 1000;
-  const jbAvg =
-    (delta(cs, from, 'inbound-rtp', 'jitterBufferDelay') / delta(cs, from, 'inbound-rtp', 'jitterBufferEmittedCount')) *
-    1000;
+  const dh = (type: string, key: string) => delta(hs, from, type, key, statsTo);
+  const dc = (type: string, key: string) => delta(cs, from, type, key, statsTo);
+  const framesEncoded = dh('outbound-rtp', 'framesEncoded');
+  const encodeAvg = (dh('outbound-rtp', 'totalEncodeTime') / framesEncoded) * 1000;
+  const framesDecoded = dc('inbound-rtp', 'framesDecoded');
+  const decodeAvg = (dc('inbound-rtp', 'totalDecodeTime') / framesDecoded) * 1000;
+  const jbAvg = (dc('inbound-rtp', 'jitterBufferDelay') / dc('inbound-rtp', 'jitterBufferEmittedCount')) * 1000;
   const fromTiming = (fn: (f: FrameRecord) => number, fallback: number): Stage => {
     const xs = per(sampled, fn);
     if (xs.length >= 3) return stage(xs, 'timing-frames');
@@ -380,23 +444,35 @@ export function analyze(raw: RawRun, runId = 'run'): Analysis {
   };
 
   // Network.
-  const rttRtcp = perMeasurement(hs, from, to, 'remote-inbound-rtp', 'totalRoundTripTime', 'roundTripTimeMeasurements');
-  const rttIce = perMeasurement(cs, from, to, 'candidate-pair', 'totalRoundTripTime', 'responsesReceived');
+  // Whole run: reports up to 1 s after the window still describe it (the run has ended by then).
+  const rttFrom = seg ? from + RTCP_STALE_MS : from;
+  const rttTo = seg ? to : to + 1000;
+  const rttRtcp = perMeasurement(
+    hs,
+    rttFrom,
+    rttTo,
+    'remote-inbound-rtp',
+    'totalRoundTripTime',
+    'roundTripTimeMeasurements',
+  );
+  const rttIce = perMeasurement(cs, rttFrom, rttTo, 'candidate-pair', 'totalRoundTripTime', 'responsesReceived');
   const clockSamples = raw.client.clock.filter((c) => c.t0 >= from && c.t3 < to);
   const rttDc = clockSamples.map((c) => c.t3 - c.t0 - (c.t2 - c.t1));
-  const recv = delta(cs, from, 'inbound-rtp', 'packetsReceived');
-  const lost = delta(cs, from, 'inbound-rtp', 'packetsLost');
-  const rs = raw.relay?.stats;
+  const recv = dc('inbound-rtp', 'packetsReceived');
+  const lost = dc('inbound-rtp', 'packetsLost');
+  const rs = seg ? relayStatsIn(raw.relay?.records ?? [], from, to) : raw.relay?.stats;
   const network: Summary['network'] = {
     rtt: rttRtcp.length ? stage(rttRtcp, 'getStats') : stage(rttIce, 'getStats'),
+    rtt_rtcp: dist(rttRtcp),
     rtt_ice: dist(rttIce),
     rtt_datachannel: dist(rttDc),
+    rtt_datachannel_p10: Math.round(quantileSorted(sorted(rttDc), 0.1) * 100) / 100,
     loss: Number.isFinite(lost / (recv + lost)) ? Math.round((lost / (recv + lost)) * 1e4) / 1e4 : 0,
-    nack: delta(cs, from, 'inbound-rtp', 'nackCount'),
-    pli: delta(cs, from, 'inbound-rtp', 'pliCount'),
-    freezes: delta(cs, from, 'inbound-rtp', 'freezeCount'),
-    freeze_ms: Math.round(delta(cs, from, 'inbound-rtp', 'totalFreezesDuration') * 1000),
-    retransmitted: delta(cs, from, 'inbound-rtp', 'retransmittedPacketsReceived'),
+    nack: dc('inbound-rtp', 'nackCount'),
+    pli: dc('inbound-rtp', 'pliCount'),
+    freezes: dc('inbound-rtp', 'freezeCount'),
+    freeze_ms: Math.round(dc('inbound-rtp', 'totalFreezesDuration') * 1000),
+    retransmitted: dc('inbound-rtp', 'retransmittedPacketsReceived'),
     packets_received: recv,
     ...(rs
       ? {
@@ -413,6 +489,19 @@ export function analyze(raw: RawRun, runId = 'run'): Analysis {
   };
 
   const rvfcMinusPixel = per(frames, (f) => (f.webrtcCapture !== undefined ? f.capture - f.webrtcCapture : NaN));
+  // abs-capture-time: Chromium reports captureTimestamp on the NTP epoch (ms since 1900).
+  const NTP_EPOCH_MS = 2_208_988_800_000;
+  const absCapture = new Map<number, number>();
+  for (const x of raw.client.sync ?? [])
+    if (typeof x.captureTimestamp === 'number' && x.captureTimestamp > 0)
+      absCapture.set(
+        x.rtpTimestamp >>> 0,
+        x.captureTimestamp > NTP_EPOCH_MS ? x.captureTimestamp - NTP_EPOCH_MS : x.captureTimestamp,
+      );
+  const absMinusPixel = per(frames, (f) => {
+    const c = f.rtpTimestamp !== null ? absCapture.get(f.rtpTimestamp) : undefined;
+    return c !== undefined ? f.capture - c : NaN;
+  });
   const timingMinusPixel = per(sampled, (f) => {
     const t = f.rtpTimestamp !== null ? timing.get(f.rtpTimestamp) : undefined;
     return t ? f.capture - t.capture : NaN;
@@ -431,6 +520,7 @@ export function analyze(raw: RawRun, runId = 'run'): Analysis {
     },
     crosscheck: {
       rvfc_minus_pixel: dist(rvfcMinusPixel),
+      abs_capture_minus_pixel: dist(absMinusPixel),
       timing_minus_pixel: dist(timingMinusPixel),
       capture_to_display_pixel: dist(per(frames, (f) => f.presented - f.capture)),
       capture_to_display_rvfc: dist(
@@ -462,6 +552,8 @@ export function analyze(raw: RawRun, runId = 'run'): Analysis {
       duration_ms: cfg.durationMs,
       warmup_ms: cfg.warmupMs,
       relay: cfg.relay,
+      playout: raw.negotiated.playout,
+      tick_dither_ms: cfg.tickDitherMs,
       down: cfg.down,
       up: cfg.up,
       seed: cfg.seed,

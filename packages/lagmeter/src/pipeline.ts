@@ -48,6 +48,34 @@ export interface RunConfig {
   statsIntervalMs: number;
   maxBitrate?: number;
   inputIntervalMs: [number, number];
+  /** DataChannel clock-exchange (NTP-style ping) interval, ms; each ping is also an RTT sample. */
+  clockIntervalMs: number;
+  /**
+   * Each host frame tick is delayed by a seeded U(0, tickDitherMs) (≤ 0.9 period). Host and
+   * client share one clock here, so without it the phase of frame arrivals against the client's
+   * 60 Hz compositor is locked for the whole run, and an added delay shifts that phase
+   * (40 ms ≡ 6.7 ms mod 16.7 ms): receive→display then changes with the delay by up to a
+   * refresh interval. Separate machines drift through all phases; the dither does the same.
+   * Default 1000/60 (one refresh interval); 0 = a strict cadence.
+   */
+  tickDitherMs: number;
+}
+
+/** One live change of the relay's link profiles, `at` ms after the measured window opens. */
+export interface ScheduleStep {
+  at: number;
+  label: string;
+  down: LinkProfile;
+  up: LinkProfile;
+}
+
+/** When a scheduled change actually took effect at the relay (epoch ms, the relay records' clock). */
+export interface SwitchRecord {
+  label: string;
+  /** Epoch ms (performance.timeOrigin + now, the relay's PacketRecord clock). */
+  t: number;
+  /** How late against the schedule, ms (event-loop delay under load). */
+  late: number;
 }
 
 export function defaultConfig(over: Partial<RunConfig> = {}): RunConfig {
@@ -68,6 +96,8 @@ export function defaultConfig(over: Partial<RunConfig> = {}): RunConfig {
     absCaptureTime: true,
     statsIntervalMs: 100,
     inputIntervalMs: [20, 60],
+    clockIntervalMs: 100,
+    tickDitherMs: 1000 / 60,
     ...over,
   };
 }
@@ -128,19 +158,28 @@ export interface RawRun {
   config: RunConfig;
   /** Epoch ms: measurement window [from, to). */
   window: { from: number; to: number };
-  negotiated: { codec: string | null; absCaptureTime: boolean; capture: string; relay: boolean };
+  negotiated: { codec: string | null; absCaptureTime: boolean; capture: string; relay: boolean; playout: Playout };
   host: HostData;
   client: ClientData;
   relay: { records: PacketRecord[]; stats: RelayStats } | null;
   chromium: string;
   /** Epoch ms − CLOCK_MONOTONIC ms (WebRTC's rtc::TimeMillis clock), measured in Node. */
   monoToEpoch: number;
+  /** Live profile changes made during the window (runPipeline's `schedule`), in order. */
+  switches: SwitchRecord[];
+}
+
+export interface PipelineOptions {
+  /** Live relay profile changes inside the measured window (needs the relay). The warm-up runs
+   * with cfg.down / cfg.up; a step at 0 switches right when the window opens. */
+  schedule?: ScheduleStep[];
 }
 
 /** A launched browser plus page server, reusable across runs (tests run several back to back). */
 export interface Lab {
   browser: Browser;
   server: PageServer;
+  playout: Playout;
   close(): Promise<void>;
 }
 
@@ -151,12 +190,35 @@ export function chromiumPath(): string {
   return p;
 }
 
-export async function openLab(): Promise<Lab> {
+/**
+ * The receiver's playout policy (a browser-wide WebRTC field trial, so it is a Lab option):
+ * - 'adaptive' (Chromium's default): frames are held until a render time = predicted arrival
+ *   (TimestampExtrapolator) + target delay (jitter estimate). The predictor does not follow a
+ *   sudden 40 ms delay step (its step detector needs > 73 ms per frame; it adapts over many
+ *   seconds), so after a live profile change the hold time absorbs most of the step.
+ * - 'zero': playout delay min = max = 0 (WebRTC-ForcePlayoutDelay, what the RTP playout-delay
+ *   extension of game-streaming services asks for): every frame is decoded and handed to the
+ *   compositor as soon as it is complete. Calibration runs use it: the receiver's own adaptation
+ *   is then not a confounder, and what moves is what the relay injected.
+ */
+export type Playout = 'adaptive' | 'zero';
+export const ZERO_PLAYOUT_DELAY_TRIAL = 'WebRTC-ForcePlayoutDelay/min_ms:0,max_ms:0/';
+
+export interface LabOptions {
+  playout?: Playout;
+  /** Extra WebRTC field trials (Chromium --force-fieldtrials syntax, Name/params/ pairs). */
+  fieldTrials?: string;
+}
+
+export async function openLab(opts: LabOptions = {}): Promise<Lab> {
   const server = await startPageServer();
-  const browser = await chromium.launch({ executablePath: chromiumPath(), args: CHROMIUM_FLAGS, headless: true });
+  const trials = (opts.playout === 'zero' ? ZERO_PLAYOUT_DELAY_TRIAL : '') + (opts.fieldTrials ?? '');
+  const args = trials ? [...CHROMIUM_FLAGS, `--force-fieldtrials=${trials}`] : CHROMIUM_FLAGS;
+  const browser = await chromium.launch({ executablePath: chromiumPath(), args, headless: true });
   return {
     browser,
     server,
+    playout: opts.playout ?? 'adaptive',
     async close() {
       await browser.close().catch(() => undefined);
       await server.close();
@@ -217,7 +279,9 @@ async function waitFor(page: Page, expr: string, timeoutMs: number, what: string
 }
 
 /** One measurement run: fresh pages and peer connections (and relay), warm-up, measured window. */
-export async function runPipeline(cfg: RunConfig, lab?: Lab): Promise<RawRun> {
+export async function runPipeline(cfg: RunConfig, lab?: Lab, opts: PipelineOptions = {}): Promise<RawRun> {
+  const schedule = [...(opts.schedule ?? [])].sort((a, b) => a.at - b.at);
+  if (schedule.length && !cfg.relay) throw new Error('a profile schedule needs the relay');
   const own = lab ? null : await openLab();
   const L = lab ?? own!;
   let relay: Relay | null = null;
@@ -248,6 +312,8 @@ export async function runPipeline(cfg: RunConfig, lab?: Lab): Promise<RawRun> {
       absCaptureTime: cfg.absCaptureTime,
       maxBitrate: cfg.maxBitrate,
       inputIntervalMs: cfg.inputIntervalMs,
+      clockIntervalMs: cfg.clockIntervalMs,
+      tickDitherMs: cfg.tickDitherMs,
     };
     // Signalling through Node: offer (gathered), answer (gathered), then candidates — rewritten
     // through the relay when it is on, so that every packet of both directions passes it.
@@ -285,11 +351,20 @@ export async function runPipeline(cfg: RunConfig, lab?: Lab): Promise<RawRun> {
     await host.evaluate((ms) => (globalThis as unknown as LmWin).lm.startStats(ms), Math.max(cfg.statsIntervalMs, 250));
     await client.evaluate((ms) => (globalThis as unknown as LmWin).lm.startStats(ms), cfg.statsIntervalMs);
     const from = Date.now() + cfg.warmupMs;
-    await sleep(cfg.warmupMs + cfg.durationMs);
+    const switches: SwitchRecord[] = [];
+    for (const step of schedule) {
+      await sleep(from + step.at - Date.now());
+      relay!.setProfile('down', step.down);
+      relay!.setProfile('up', step.up);
+      const t = performance.timeOrigin + performance.now();
+      switches.push({ label: step.label, t, late: Math.round((Date.now() - (from + step.at)) * 100) / 100 });
+    }
+    await sleep(from + cfg.durationMs - Date.now());
     const to = Date.now();
     await client.evaluate(() => (globalThis as unknown as LmWin).lm.stop());
     // Let frames in flight reach the client before the host stops.
-    await sleep(Math.min(1000, 200 + cfg.down.delayMs * 2 + cfg.down.jitterMs * 2));
+    const lastDown = schedule.length ? schedule[schedule.length - 1].down : cfg.down;
+    await sleep(Math.min(1000, 200 + lastDown.delayMs * 2 + lastDown.jitterMs * 2));
     await host.evaluate(() => (globalThis as unknown as LmWin).lm.stop());
     const [hostData, clientData] = await Promise.all([
       host.evaluate(() => (globalThis as unknown as LmWin).lm.collect()) as Promise<HostData>,
@@ -308,12 +383,14 @@ export async function runPipeline(cfg: RunConfig, lab?: Lab): Promise<RawRun> {
         absCaptureTime: offer.absCaptureTime && answer.absCaptureTime,
         capture: offer.capture,
         relay: cfg.relay,
+        playout: L.playout,
       },
       host: hostData,
       client: clientData,
       relay: relay ? { records: relay.records(), stats: relay.stats() } : null,
       chromium: L.browser.version(),
       monoToEpoch: performance.timeOrigin + performance.now() - Number(process.hrtime.bigint()) / 1e6,
+      switches,
     };
   } finally {
     await relay?.close().catch(() => undefined);

@@ -60,3 +60,30 @@ export function dist(xs: readonly number[]): Dist {
     n: s.length,
   };
 }
+
+/** P(X ≤ k) for X ~ Binomial(n, 1/2). */
+function binomHalfCdf(k: number, n: number): number {
+  let p = 0;
+  let c = 1; // C(n, i)
+  for (let i = 0; i <= k; i++) {
+    p += c;
+    c = (c * (n - i)) / (i + 1);
+  }
+  return p / 2 ** n;
+}
+
+/**
+ * Distribution-free confidence interval of a median (sign-test / order-statistic interval): the
+ * widest-needed pair of order statistics [x(k), x(n−k+1)] covering the median with probability
+ * ≥ `level`. With few samples that level may be out of reach (n < 6 for 95%): then the interval is
+ * [min, max] and `confidence` says what it actually covers (1 − 2^(1−n)).
+ */
+export function medianCI(xs: readonly number[], level = 0.95): { ci: [number, number]; confidence: number } {
+  const s = sorted(xs);
+  const n = s.length;
+  if (n === 0) return { ci: [NaN, NaN], confidence: 0 };
+  let k = 1;
+  while (k + 1 <= Math.floor((n + 1) / 2) && 1 - 2 * binomHalfCdf(k, n) >= level) k++;
+  const confidence = n === 1 ? 0 : 1 - 2 * binomHalfCdf(k - 1, n);
+  return { ci: [s[k - 1], s[n - k]], confidence: Math.round(confidence * 1000) / 1000 };
+}

@@ -99,9 +99,10 @@ function tick() {
     canvasTrack.requestFrame();
     state.frames.push({ id, inputSeq: state.inputSeq, tTick, tRender, tCapture: now(), stampCost });
   }
-  // Drift-free schedule: frame k at start + k * period.
+  // Drift-free schedule: frame k at start + k * period (+ a seeded dither, see tickDitherMs).
   const period = 1000 / state.cfg.fps;
-  const next = state.t0 + (id + 1) * period;
+  const dither = Math.min(state.cfg.tickDitherMs ?? 0, period * 0.9) * state.ditherRnd();
+  const next = state.t0 + (id + 1) * period + dither;
   setTimeout(tick, Math.max(0, next - now()));
 }
 
@@ -159,6 +160,7 @@ window.lm = {
     await gathered(pc);
     // Start the game now: the encoder sees frames from the first moment media can flow.
     state.running = true;
+    state.ditherRnd = mulberry32(cfg.seed ^ 0xd17e);
     state.t0 = now();
     tick();
     return {
