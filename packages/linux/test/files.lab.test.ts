@@ -4,16 +4,15 @@
  * /proc/net/tcp); the same rows over nettlp://; a corrupt fd table pointer in a copied image gives
  * partial rows + a warning and exit 3 from the CLI.
  */
-import { openLabKernel } from './lab-kernel.js';
+import { openSnapshotOverNettlp } from './lab-kernel.js';
 import { spawnSync } from 'node:child_process';
-import { closeSync, copyFileSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, copyFileSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { openSource, type PhysicalMemory } from '@pmi/core';
 import '@pmi/sources';
-import { startAdapter } from '@pmi/nettlp';
 import { discoverKernel, KernelObjects } from '@pmi/kernel';
 import { openLabVm, WORKLOAD, type GroundTruth } from '@pmi/lab';
 import { listOpenFiles, type OpenFilesResult } from '../src/index.js';
@@ -106,23 +105,14 @@ describe.each(targets.map((t) => [t.id, t] as const))('lsof, lab target %s', (_i
     const holder = pidOf(WORKLOAD.holder.comm);
     const one = await listOpenFiles(k, { pid: holder });
     expect(one.rows).toEqual(files.rows.filter((r) => r.pid === holder));
-    const source = await openSource('raw:' + target.snapshot_path);
-    const portBase = 20000 + Math.floor(Math.random() * 400) * 64;
-    const adapter = await startAdapter({ source, listen: '127.0.0.2', portBase, tags: 32 });
+    const remote = await openSnapshotOverNettlp(target);
     try {
-      const size = statSync(target.snapshot_path).size;
-      const remote = await openLabKernel(`nettlp://127.0.0.2:${portBase}?tags=32&mrrs=4096&ranges=0+${size}`, target);
-      try {
-        const t0 = performance.now();
-        const r = await listOpenFiles(remote.k);
-        console.log(`[files] ${target.id}: lsof over nettlp:// ${(performance.now() - t0).toFixed(0)} ms`);
-        expect(r).toEqual(files);
-      } finally {
-        await remote.mem.close();
-      }
+      const t0 = performance.now();
+      const r = await listOpenFiles(remote.k);
+      console.log(`[files] ${target.id}: lsof over nettlp:// ${(performance.now() - t0).toFixed(0)} ms`);
+      expect(r).toEqual(files);
     } finally {
-      await adapter.close();
-      await source.close();
+      await remote.close();
     }
   });
 

@@ -5,9 +5,10 @@
  * covered once by packages/kernel/test/discovery.lab.test.ts. Over nettlp:// this turns a
  * full-memory scan per test into a few targeted reads.
  */
+import { statSync } from 'node:fs';
 import { openSource, type PhysicalMemory } from '@pmi/core';
 import '@pmi/sources';
-import '@pmi/nettlp';
+import { startAdapter } from '@pmi/nettlp';
 import { discoverKernel, KernelObjects, type DiscoveryHints } from '@pmi/kernel';
 
 const hintsBySnapshot = new Map<string, Promise<DiscoveryHints>>();
@@ -38,6 +39,35 @@ export async function openLabKernel(
     return { mem, k: KernelObjects.from(await discoverKernel(mem, { hints })) };
   } catch (e) {
     await mem.close();
+    throw e;
+  }
+}
+
+/**
+ * The target's snapshot served by the software adapter on 127.0.0.2 and opened as a nettlp://
+ * source (discovery reuses the snapshot's validated hints). close() stops everything.
+ */
+export async function openSnapshotOverNettlp(target: {
+  snapshot_path: string;
+}): Promise<{ mem: PhysicalMemory; k: KernelObjects; close: () => Promise<void> }> {
+  const source = await openSource('raw:' + target.snapshot_path);
+  const portBase = 20000 + Math.floor(Math.random() * 400) * 64;
+  const adapter = await startAdapter({ source, listen: '127.0.0.2', portBase, tags: 32 });
+  const size = statSync(target.snapshot_path).size;
+  try {
+    const { mem, k } = await openLabKernel(`nettlp://127.0.0.2:${portBase}?tags=32&mrrs=4096&ranges=0+${size}`, target);
+    return {
+      mem,
+      k,
+      close: async () => {
+        await mem.close();
+        await adapter.close();
+        await source.close();
+      },
+    };
+  } catch (e) {
+    await adapter.close();
+    await source.close();
     throw e;
   }
 }

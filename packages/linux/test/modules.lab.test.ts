@@ -3,15 +3,14 @@
  * inside the guest), over raw: (the snapshot) and nettlp:// (the software adapter serving it); a copy
  * with a cyclic modules list gives partial rows, a warning and exit 3.
  */
-import { openLabKernel } from './lab-kernel.js';
+import { openSnapshotOverNettlp } from './lab-kernel.js';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { openSource, type PhysicalMemory } from '@pmi/core';
 import '@pmi/sources';
-import { startAdapter } from '@pmi/nettlp';
 import { discoverKernel, KernelObjects } from '@pmi/kernel';
 import { WORKLOAD_MODULES, type GroundTruth } from '@pmi/lab';
 import { listModules, loadModuleSymbols, resolveModuleSymbol, type ModuleRow } from '../src/index.js';
@@ -127,11 +126,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('lsmod and module symbols,
   });
 
   it('the same modules and symbols over nettlp://', async () => {
-    const source = await openSource('raw:' + target.snapshot_path);
-    const portBase = 20000 + Math.floor(Math.random() * 400) * 64;
-    const adapter = await startAdapter({ source, listen: '127.0.0.2', portBase, tags: 32 });
-    const size = statSync(target.snapshot_path).size;
-    const remote = await openLabKernel(`nettlp://127.0.0.2:${portBase}?tags=32&mrrs=4096&ranges=0+${size}`, target);
+    const remote = await openSnapshotOverNettlp(target);
     try {
       const t0 = performance.now();
       const r = await listModules(remote.k);
@@ -143,9 +138,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('lsmod and module symbols,
       const local = await loadModuleSymbols(k);
       expect(syms.symbols).toEqual(local.symbols);
     } finally {
-      await remote.mem.close();
-      await adapter.close();
-      await source.close();
+      await remote.close();
     }
   });
 

@@ -4,16 +4,15 @@
  * from the guest's ps; the same rows over nettlp://; a cyclic hash chain in a copied image gives
  * partial rows + a warning (library) and exit 3 (CLI), no hang.
  */
-import { openLabKernel } from './lab-kernel.js';
+import { openSnapshotOverNettlp } from './lab-kernel.js';
 import { spawnSync } from 'node:child_process';
-import { closeSync, copyFileSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, copyFileSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { openSource, type PhysicalMemory } from '@pmi/core';
 import '@pmi/sources';
-import { startAdapter } from '@pmi/nettlp';
 import { discoverKernel, KernelObjects } from '@pmi/kernel';
 import { openLabVm, parseProcNetTcp, WORKLOAD, type GroundTruth, type NetTcpEntry } from '@pmi/lab';
 import { listSockets, type SocketRow } from '../src/index.js';
@@ -146,23 +145,14 @@ describe.each(targets.map((t) => [t.id, t] as const))('netstat, lab target %s', 
     const { mem, k } = await kernelAt('raw:' + target.snapshot_path);
     const local = await listSockets(k);
     await mem.close();
-    const source = await openSource('raw:' + target.snapshot_path);
-    const portBase = 20000 + Math.floor(Math.random() * 400) * 64;
-    const adapter = await startAdapter({ source, listen: '127.0.0.2', portBase, tags: 32 });
+    const remote = await openSnapshotOverNettlp(target);
     try {
-      const size = statSync(target.snapshot_path).size;
-      const remote = await openLabKernel(`nettlp://127.0.0.2:${portBase}?tags=32&mrrs=4096&ranges=0+${size}`, target);
-      try {
-        const t0 = performance.now();
-        const r = await listSockets(remote.k);
-        console.log(`[net] ${target.id}: netstat over nettlp:// ${(performance.now() - t0).toFixed(0)} ms`);
-        expect(r).toEqual(local);
-      } finally {
-        await remote.mem.close();
-      }
+      const t0 = performance.now();
+      const r = await listSockets(remote.k);
+      console.log(`[net] ${target.id}: netstat over nettlp:// ${(performance.now() - t0).toFixed(0)} ms`);
+      expect(r).toEqual(local);
     } finally {
-      await adapter.close();
-      await source.close();
+      await remote.close();
     }
   });
 

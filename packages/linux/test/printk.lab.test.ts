@@ -3,15 +3,14 @@
  * truth on the snapshot (raw:) and nettlp://, a fresh dmesg and a /dev/kmsg marker on the live RAM
  * (qemu:) without a new snapshot, the follow poller, and a copy with a zeroed descriptor ring.
  */
-import { openLabKernel } from './lab-kernel.js';
+import { openSnapshotOverNettlp } from './lab-kernel.js';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { openSource, type PhysicalMemory } from '@pmi/core';
 import '@pmi/sources';
-import { startAdapter } from '@pmi/nettlp';
 import { discoverKernel, KernelObjects } from '@pmi/kernel';
 import { openLabVm, type GroundTruth } from '@pmi/lab';
 import { dmesgLines, followKernelLog, readKernelLog, type LogRecord } from '../src/index.js';
@@ -69,11 +68,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('dmesg, lab target %s', (_
   });
 
   it('the same records over nettlp://', async () => {
-    const source = await openSource('raw:' + target.snapshot_path);
-    const portBase = 20000 + Math.floor(Math.random() * 400) * 64;
-    const adapter = await startAdapter({ source, listen: '127.0.0.2', portBase, tags: 32 });
-    const size = statSync(target.snapshot_path).size;
-    const remote = await openLabKernel(`nettlp://127.0.0.2:${portBase}?tags=32&mrrs=4096&ranges=0+${size}`, target);
+    const remote = await openSnapshotOverNettlp(target);
     try {
       const t0 = performance.now();
       const r = await readKernelLog(remote.k);
@@ -82,9 +77,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('dmesg, lab target %s', (_
       );
       expect(r.records).toEqual((await readKernelLog(k)).records);
     } finally {
-      await remote.mem.close();
-      await adapter.close();
-      await source.close();
+      await remote.close();
     }
   });
 
