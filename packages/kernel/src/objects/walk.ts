@@ -82,40 +82,38 @@ async function* flush(
 }
 
 /**
- * Walk a circular `list_head` list from its head (the head itself is not an item: for
- * `init_task.tasks` init_task is not yielded). `member` is the list_head member of T linking the
- * items; each item is container_of(node, T, member).
+ * The bounded pointer chase shared by list and hlist walks: follows `next` links from `first`,
+ * stopping where `end` says (or with E_LIST on NULL, a cycle, too many nodes, an unreadable
+ * link), reading the objects `chunk` at a time. Yields what it read, then throws the E_LIST.
  */
-export async function* walkList(
+async function* chaseLinks(
   k: KernelObjects,
-  headVa: bigint,
   T: Layout,
-  member: string,
-  opts: WalkOptions = {},
+  r: LinkReader,
+  first: bigint,
+  o: {
+    name: string;
+    max: number;
+    chunk: number;
+    memberOff: bigint;
+    nextOff: bigint;
+    signal?: AbortSignal;
+    head: bigint;
+    end: (node: bigint) => 'end' | 'null' | undefined;
+  },
 ): AsyncGenerator<StructView, void> {
-  const max = opts.max ?? DEFAULT_MAX;
-  const chunk = Math.max(1, opts.chunk ?? DEFAULT_CHUNK);
-  const name = opts.name ?? `${T.name}.${member}`;
-  const memberOff = BigInt(T.offsetOf(member));
-  const nextOff = BigInt(k.btf.fieldOffset('list_head', 'next'));
-  const head = BigInt.asUintN(64, headVa);
-  const r = new LinkReader(k.paging);
-  opts.signal?.throwIfAborted();
-  let node: bigint;
-  try {
-    node = await r.read(head + nextOff);
-  } catch (e) {
-    throw listError('unreadable', name, head, undefined, 0, e);
-  }
+  const { name, max, chunk, memberOff, nextOff } = o;
   const seen = new Set<bigint>();
   let vas: bigint[] = [];
   let nodes: bigint[] = [];
-  let prev = head;
+  let node = first;
+  let prev = o.head; // the error's `after` for the first node
   let count = 0;
   let error: PmiError | undefined;
   for (;;) {
-    if (node === head) break;
-    if (node === 0n) {
+    const stop = o.end(node);
+    if (stop === 'end') break;
+    if (stop === 'null') {
       error = listError('null_link', name, 0n, prev, count);
       break;
     }
@@ -142,13 +140,52 @@ export async function* walkList(
       yield* flush(k, T, vas, nodes, name, count - vas.length);
       vas = [];
       nodes = [];
-      opts.signal?.throwIfAborted();
-    } else if ((count & 4095) === 0) opts.signal?.throwIfAborted();
+      o.signal?.throwIfAborted();
+    } else if ((count & 4095) === 0) o.signal?.throwIfAborted();
     prev = node;
     node = next;
   }
   yield* flush(k, T, vas, nodes, name, count - vas.length);
   if (error) throw error;
+}
+
+/**
+ * Walk a circular `list_head` list from its head (the head itself is not an item: for
+ * `init_task.tasks` init_task is not yielded). `member` is the list_head member of T linking the
+ * items; each item is container_of(node, T, member).
+ */
+export async function* walkList(
+  k: KernelObjects,
+  headVa: bigint,
+  T: Layout,
+  member: string,
+  opts: WalkOptions = {},
+): AsyncGenerator<StructView, void> {
+  const max = opts.max ?? DEFAULT_MAX;
+  const chunk = Math.max(1, opts.chunk ?? DEFAULT_CHUNK);
+  const name = opts.name ?? `${T.name}.${member}`;
+  const memberOff = BigInt(T.offsetOf(member));
+  const nextOff = BigInt(k.btf.fieldOffset('list_head', 'next'));
+  const head = BigInt.asUintN(64, headVa);
+  const r = new LinkReader(k.paging);
+  opts.signal?.throwIfAborted();
+  let node: bigint;
+  try {
+    node = await r.read(head + nextOff);
+  } catch (e) {
+    throw listError('unreadable', name, head, undefined, 0, e);
+  }
+  yield* chaseLinks(k, T, r, node, {
+    name,
+    max,
+    chunk,
+    memberOff,
+    nextOff,
+    signal: opts.signal,
+    head,
+    // circular: back at the head is the end; NULL is a broken link
+    end: (n) => (n === head ? 'end' : n === 0n ? 'null' : undefined),
+  });
 }
 
 /** Run a walker to the end: `{items, error}` (error = the E_LIST, or another PmiError). */
@@ -196,44 +233,17 @@ export async function* walkHlist(
   } catch (e) {
     throw listError('unreadable', name, head, undefined, 0, e);
   }
-  const seen = new Set<bigint>();
-  let vas: bigint[] = [];
-  let nodes: bigint[] = [];
-  let prev = head;
-  let count = 0;
-  let error: PmiError | undefined;
-  for (;;) {
-    if (node === 0n || (opts.nulls && (node & 1n) === 1n)) break;
-    if (count >= max) {
-      error = listError('too_long', name, node, prev, max);
-      break;
-    }
-    if (seen.has(node)) {
-      error = listError('cycle', name, node, prev, count);
-      break;
-    }
-    seen.add(node);
-    let next: bigint;
-    try {
-      next = r.sync ? r.readSync(node + nextOff) : await r.read(node + nextOff);
-    } catch (e) {
-      error = listError('unreadable', name, node, prev, count, e);
-      break;
-    }
-    vas.push(node - memberOff);
-    nodes.push(node);
-    count++;
-    if (vas.length >= chunk) {
-      yield* flush(k, T, vas, nodes, name, count - vas.length);
-      vas = [];
-      nodes = [];
-      opts.signal?.throwIfAborted();
-    }
-    prev = node;
-    node = next;
-  }
-  yield* flush(k, T, vas, nodes, name, count - vas.length);
-  if (error) throw error;
+  yield* chaseLinks(k, T, r, node, {
+    name,
+    max,
+    chunk,
+    memberOff,
+    nextOff,
+    signal: opts.signal,
+    head,
+    // NULL-terminated; hlist_nulls ends on a "nulls" marker (low bit set)
+    end: (n) => (n === 0n || (opts.nulls && (n & 1n) === 1n) ? 'end' : undefined),
+  });
 }
 
 /**
