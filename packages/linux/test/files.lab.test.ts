@@ -4,26 +4,21 @@
  * /proc/net/tcp); the same rows over nettlp://; a corrupt fd table pointer in a copied image gives
  * partial rows + a warning and exit 3 from the CLI.
  */
-import { openSnapshotOverNettlp } from './lab-kernel.js';
+import { openLabKernel, openSnapshotOverNettlp } from './lab-kernel.js';
 import { spawnSync } from 'node:child_process';
 import { closeSync, copyFileSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { openSource, type PhysicalMemory } from '@pmi/core';
+import type { PhysicalMemory } from '@pmi/core';
 import '@pmi/sources';
-import { discoverKernel, KernelObjects } from '@pmi/kernel';
+import type { KernelObjects } from '@pmi/kernel';
 import { openLabVm, WORKLOAD, type GroundTruth } from '@pmi/lab';
 import { listOpenFiles, type OpenFilesResult } from '../src/index.js';
 
 const targets = inject('labTargets');
 const PMI = fileURLToPath(new URL('../../cli/bin/pmi.js', import.meta.url));
-
-async function kernelAt(uri: string): Promise<{ mem: PhysicalMemory; k: KernelObjects }> {
-  const mem = await openSource(uri);
-  return { mem, k: KernelObjects.from(await discoverKernel(mem)) };
-}
 
 describe.each(targets.map((t) => [t.id, t] as const))('lsof, lab target %s', (_id, target) => {
   let truth: GroundTruth;
@@ -40,7 +35,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('lsof, lab target %s', (_i
   beforeAll(async () => {
     truth = JSON.parse(readFileSync(target.truth_path, 'utf8')) as GroundTruth;
     scratch = mkdtempSync(join(tmpdir(), 'pmi-files-'));
-    ({ mem, k } = await kernelAt('raw:' + target.snapshot_path));
+    ({ mem, k } = await openLabKernel('raw:' + target.snapshot_path, target));
     const t0 = performance.now();
     files = await listOpenFiles(k);
     console.log(
@@ -132,7 +127,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('lsof, lab target %s', (_i
     writeSync(fd, b, 0, 8, fdtPhys);
     closeSync(fd);
     try {
-      const bad = await kernelAt('raw:' + copy);
+      const bad = await openLabKernel('raw:' + copy, target);
       try {
         const r = await listOpenFiles(bad.k);
         expect(r.warnings.some((w) => w.includes(`pid ${holder}`))).toBe(true);

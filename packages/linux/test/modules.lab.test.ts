@@ -3,15 +3,15 @@
  * inside the guest), over raw: (the snapshot) and nettlp:// (the software adapter serving it); a copy
  * with a cyclic modules list gives partial rows, a warning and exit 3.
  */
-import { openSnapshotOverNettlp } from './lab-kernel.js';
+import { openLabKernel, openSnapshotOverNettlp } from './lab-kernel.js';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { openSource, type PhysicalMemory } from '@pmi/core';
+import type { PhysicalMemory } from '@pmi/core';
 import '@pmi/sources';
-import { discoverKernel, KernelObjects } from '@pmi/kernel';
+import type { KernelObjects } from '@pmi/kernel';
 import { WORKLOAD_MODULES, type GroundTruth } from '@pmi/lab';
 import { listModules, loadModuleSymbols, resolveModuleSymbol, type ModuleRow } from '../src/index.js';
 
@@ -33,11 +33,6 @@ function asProc(r: ModuleRow) {
   };
 }
 
-async function objects(uri: string): Promise<{ mem: PhysicalMemory; k: KernelObjects }> {
-  const mem = await openSource(uri);
-  return { mem, k: KernelObjects.from(await discoverKernel(mem)) };
-}
-
 describe.each(targets.map((t) => [t.id, t] as const))('lsmod and module symbols, lab target %s', (_id, target) => {
   let truth: GroundTruth;
   let mem: PhysicalMemory;
@@ -45,7 +40,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('lsmod and module symbols,
 
   beforeAll(async () => {
     truth = JSON.parse(readFileSync(target.truth_path, 'utf8')) as GroundTruth;
-    ({ mem, k } = await objects('raw:' + target.snapshot_path));
+    ({ mem, k } = await openLabKernel('raw:' + target.snapshot_path, target));
   });
   afterAll(async () => {
     await mem?.close();
@@ -159,7 +154,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('lsmod and module symbols,
     writeSync(fd, b, 0, 8, nextPa);
     closeSync(fd);
     try {
-      const bad = await objects('raw:' + copy);
+      const bad = await openLabKernel('raw:' + copy, target);
       const p = await listModules(bad.k);
       await bad.mem.close();
       expect(p.error).toBeDefined();

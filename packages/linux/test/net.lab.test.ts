@@ -4,26 +4,19 @@
  * from the guest's ps; the same rows over nettlp://; a cyclic hash chain in a copied image gives
  * partial rows + a warning (library) and exit 3 (CLI), no hang.
  */
-import { openSnapshotOverNettlp } from './lab-kernel.js';
+import { openLabKernel, openSnapshotOverNettlp } from './lab-kernel.js';
 import { spawnSync } from 'node:child_process';
 import { closeSync, copyFileSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { openSource, type PhysicalMemory } from '@pmi/core';
 import '@pmi/sources';
-import { discoverKernel, KernelObjects } from '@pmi/kernel';
 import { openLabVm, parseProcNetTcp, WORKLOAD, type GroundTruth, type NetTcpEntry } from '@pmi/lab';
 import { listSockets, type SocketRow } from '../src/index.js';
 
 const targets = inject('labTargets');
 const PMI = fileURLToPath(new URL('../../cli/bin/pmi.js', import.meta.url));
-
-async function kernelAt(uri: string): Promise<{ mem: PhysicalMemory; k: KernelObjects }> {
-  const mem = await openSource(uri);
-  return { mem, k: KernelObjects.from(await discoverKernel(mem)) };
-}
 
 const key = (proto: string, la: string, lp: number, ra: string, rp: number): string =>
   `${proto} ${la}:${lp} ${ra}:${rp}`;
@@ -55,7 +48,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('netstat, lab target %s', 
   afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
   it('boot snapshot: the workload listeners with ports, states, inodes and the httpd owners', async () => {
-    const { mem, k } = await kernelAt('raw:' + target.snapshot_path);
+    const { mem, k } = await openLabKernel('raw:' + target.snapshot_path, target);
     try {
       const t0 = performance.now();
       const r = await listSockets(k);
@@ -108,7 +101,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('netstat, lab target %s', 
         ...parseProcNetTcp(t4.split('\n')).map((e) => fromTruth('tcp', e)),
         ...parseProcNetTcp(t6.split('\n')).map((e) => fromTruth('tcp6', e)),
       ].sort((a, b) => a.key.localeCompare(b.key));
-      const { mem, k } = await kernelAt('raw:' + snap);
+      const { mem, k } = await openLabKernel('raw:' + snap, target);
       try {
         const r = await listSockets(k);
         expect(r.warnings).toEqual([]);
@@ -142,7 +135,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('netstat, lab target %s', 
   });
 
   it('the same rows over nettlp:// (software adapter serving the snapshot)', async () => {
-    const { mem, k } = await kernelAt('raw:' + target.snapshot_path);
+    const { mem, k } = await openLabKernel('raw:' + target.snapshot_path, target);
     const local = await listSockets(k);
     await mem.close();
     const remote = await openSnapshotOverNettlp(target);
@@ -157,7 +150,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('netstat, lab target %s', 
   });
 
   it('a cyclic hash chain in a copied image: partial rows + warning, CLI exit 3, no hang', async () => {
-    const { mem, k } = await kernelAt('raw:' + target.snapshot_path);
+    const { mem, k } = await openLabKernel('raw:' + target.snapshot_path, target);
     let nodePhys: number;
     let nodeVa: bigint;
     try {
@@ -177,7 +170,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('netstat, lab target %s', 
     writeSync(fd, b, 0, 8, nodePhys);
     closeSync(fd);
     try {
-      const bad = await kernelAt('raw:' + copy);
+      const bad = await openLabKernel('raw:' + copy, target);
       try {
         const r = await listSockets(bad.k);
         expect(r.warnings.some((w) => /cycle/.test(w))).toBe(true);

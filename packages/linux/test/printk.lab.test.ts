@@ -3,15 +3,15 @@
  * truth on the snapshot (raw:) and nettlp://, a fresh dmesg and a /dev/kmsg marker on the live RAM
  * (qemu:) without a new snapshot, the follow poller, and a copy with a zeroed descriptor ring.
  */
-import { openSnapshotOverNettlp } from './lab-kernel.js';
+import { openLabKernel, openSnapshotOverNettlp } from './lab-kernel.js';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { openSource, type PhysicalMemory } from '@pmi/core';
+import type { PhysicalMemory } from '@pmi/core';
 import '@pmi/sources';
-import { discoverKernel, KernelObjects } from '@pmi/kernel';
+import type { KernelObjects } from '@pmi/kernel';
 import { openLabVm, type GroundTruth } from '@pmi/lab';
 import { dmesgLines, followKernelLog, readKernelLog, type LogRecord } from '../src/index.js';
 
@@ -19,11 +19,6 @@ const targets = inject('labTargets');
 const scratch = mkdtempSync(join(tmpdir(), 'pmi-printk-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 const PMI = join(__dirname, '../../cli/bin/pmi.js');
-
-async function objects(uri: string): Promise<{ mem: PhysicalMemory; k: KernelObjects }> {
-  const mem = await openSource(uri);
-  return { mem, k: KernelObjects.from(await discoverKernel(mem)) };
-}
 
 /** Index where `part` occurs as a contiguous run inside `whole`, or -1. */
 function indexOfRun(whole: readonly string[], part: readonly string[]): number {
@@ -41,7 +36,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('dmesg, lab target %s', (_
 
   beforeAll(async () => {
     truth = JSON.parse(readFileSync(target.truth_path, 'utf8')) as GroundTruth;
-    ({ mem, k } = await objects('raw:' + target.snapshot_path));
+    ({ mem, k } = await openLabKernel('raw:' + target.snapshot_path, target));
   });
   afterAll(async () => {
     await mem?.close();
@@ -83,7 +78,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('dmesg, lab target %s', (_
 
   it('live RAM (qemu:): a fresh dmesg and a /dev/kmsg marker at level 3, no new snapshot; the poller sees a later marker', async () => {
     const vm = await openLabVm(target.name);
-    const live = await objects(target.source_uri);
+    const live = await openLabKernel(target.source_uri, target);
     try {
       const marker = `pmi-marker-${Math.random().toString(36).slice(2, 10)}`;
       const out = await vm.run(`echo '<3>${marker}' > /dev/kmsg; dmesg | tail -n 30`);
@@ -152,7 +147,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('dmesg, lab target %s', (_
     }
     closeSync(fd);
     try {
-      const bad = await objects('raw:' + copy);
+      const bad = await openLabKernel('raw:' + copy, target);
       const t0 = performance.now();
       const r = await readKernelLog(bad.k);
       await bad.mem.close();
