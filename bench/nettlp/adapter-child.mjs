@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The adapter for bench/nettlp/run.mjs when a variant needs options `pmi adapter` does not expose:
 // the same startAdapter + raw: source as `pmi adapter`, configured by one JSON argument
-// {file, listen, portBase, tags, mps, variant}; variant = io[+split], e.g. "native", "dgram+mps".
+// {file, listen, portBase, tags, mps, variant, spin?}; variant = io[+split], e.g. "native", "dgram+mps".
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -22,6 +22,7 @@ const adapter = await startAdapter({
   rcb: cfg.mps >= 4096 ? 128 : 64,
   io,
   split,
+  spinUs: cfg.spin, // undefined = the adapter's default
 });
 process.stdout.write(
   `listening on ${adapter.address} ports ${adapter.ports.first}-${adapter.ports.last} io=${adapter.io}\n`,

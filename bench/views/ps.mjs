@@ -41,6 +41,8 @@ const { values } = parseArgs({
     tags: { type: 'string', default: '64' },
     keep: { type: 'boolean', default: false },
     timeout: { type: 'string', default: '50' },
+    'client-params': { type: 'string', default: '' }, // appended to the nettlp:// URI, e.g. spin=0
+    'adapter-args': { type: 'string', default: '' }, // extra `pmi adapter` flags, e.g. '--spin 0'
   },
 });
 const runs = Math.max(1, Number(values.runs));
@@ -57,11 +59,14 @@ async function time(label, uri, variants = [{}], known) {
     const out = [];
     for (const v of variants) {
       const ms = [];
+      const reqs = [];
       let r;
       for (let i = 0; i < runs; i++) {
+        const q0 = mem.metrics?.requests ?? 0;
         const t = performance.now();
         r = await listTasks(d, v);
         ms.push(performance.now() - t);
+        reqs.push((mem.metrics?.requests ?? 0) - q0);
       }
       const user = r.rows.filter((x) => !x.kthread);
       out.push({
@@ -72,6 +77,9 @@ async function time(label, uri, variants = [{}], known) {
         discover_ms: known ? 'reused' : Math.round(discoverMs),
         ps_cold_ms: Math.round(ms[0]),
         ps_warm_ms: Math.round(Math.min(...ms.slice(1).concat(ms[0]))),
+        // NetTLP read requests (MRd) of the cold and the last run
+        mrd_cold: mem.metrics ? reqs[0] : '',
+        mrd_warm: mem.metrics ? reqs[reqs.length - 1] : '',
         rows: r.rows,
       });
     }
@@ -97,6 +105,7 @@ function startAdapterChild(fileUri, portBase, tags) {
         String(portBase),
         '--tags',
         String(tags),
+        ...values['adapter-args'].split(' ').filter(Boolean),
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
@@ -147,7 +156,8 @@ try {
   try {
     nets = await time(
       `nettlp:// (adapter child, ${tags} tags)`,
-      `nettlp://127.0.0.2:${portBase}?tags=${tags}&mrrs=4096&timeout=${values.timeout}&ranges=${ranges}`,
+      `nettlp://127.0.0.2:${portBase}?tags=${tags}&mrrs=4096&timeout=${values.timeout}&ranges=${ranges}` +
+        (values['client-params'] ? `&${values['client-params']}` : ''),
       [{ prefetch: true }, { prefetch: false }],
       files.discovered,
     );

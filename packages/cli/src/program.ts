@@ -155,6 +155,12 @@ export function buildProgram(
         .default('auto'),
     )
     .option(
+      '--spin <us>',
+      'native I/O: busy-wait up to us microseconds for the next request before sleeping (0 = never)',
+      arg((t) => parseSafeNumber(t, '--spin')),
+      50,
+    )
+    .option(
       '--stats-interval <ms>',
       'print stats as a JSON line on stderr every ms',
       arg((t) => parseSafeNumber(t, '--stats-interval')),

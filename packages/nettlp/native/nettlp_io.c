@@ -9,6 +9,10 @@
  * out with one sendmmsg(). All buffers belong to JS (ArrayBuffers handed over at open()), so the
  * hot path allocates nothing on either side.
  *
+ * The client (nettlp:// with io=native) uses the same handle with connected sockets (open's
+ * optional 10th argument), a zero destination in tx metadata (= the connected peer), and poll() to
+ * busy-wait a few microseconds for completions instead of sleeping in the event loop.
+ *
  * Layout (Uint32 metadata, 4 words per datagram):
  *   rx: [socket index, length, IPv4 address (host order), port]      data at slot i * slotSize
  *   tx: [socket index, length, IPv4 address (host order), port]      data at slot i * slotSize
@@ -24,6 +28,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -44,6 +49,9 @@ typedef struct {
   struct iovec *riov, *siov;
   struct sockaddr_in *raddr, *saddr;
   int started, closing;
+  /* Busy-wait after a batch (µs; 0 = off), and its back-off when waits keep finding nothing. */
+  double spin_us, spin_paused_until;
+  int spin_misses;
   napi_ref close_cb;
   double rx_calls, tx_calls, send_errors, recv_errors;
 } io_t;
@@ -103,10 +111,11 @@ static void finalize(napi_env env, void *data, void *hint) {
   /* else: a started handle is freed by its close callback (JS must call close()). */
 }
 
-/* open(ip: string, portBase, count, rcvbuf, rx: ArrayBuffer, rxMeta: ArrayBuffer, tx, txMeta, slotSize) */
+/* open(ip: string, portBase, count, rcvbuf, rx: ArrayBuffer, rxMeta: ArrayBuffer, tx, txMeta, slotSize
+ *      [, connectIp: string]) — with connectIp, socket i is connected to connectIp:portBase+i. */
 static napi_value io_open(napi_env env, napi_callback_info info) {
-  size_t argc = 9;
-  napi_value argv[9];
+  size_t argc = 10;
+  napi_value argv[10];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 9) {
     napi_throw_type_error(env, NULL, "nettlp_io.open: 9 arguments expected");
@@ -120,7 +129,22 @@ static napi_value io_open(napi_env env, napi_callback_info info) {
   CHECK(napi_get_value_int32(env, argv[2], &count));
   CHECK(napi_get_value_int32(env, argv[3], &rcvbuf));
   CHECK(napi_get_value_int32(env, argv[8], &slot_size));
-  struct in_addr addr;
+  struct in_addr addr, peer;
+  int do_connect = 0;
+  char peer_ip[64] = "";
+  if (argc >= 10) {
+    napi_valuetype t;
+    CHECK(napi_typeof(env, argv[9], &t));
+    if (t == napi_string) {
+      size_t plen;
+      CHECK(napi_get_value_string_utf8(env, argv[9], peer_ip, sizeof peer_ip, &plen));
+      if (inet_pton(AF_INET, peer_ip, &peer) != 1) {
+        napi_throw_type_error(env, NULL, "nettlp_io.open: bad connect address");
+        return NULL;
+      }
+      do_connect = 1;
+    }
+  }
   if (inet_pton(AF_INET, ip, &addr) != 1 || count < 1 || count > MAX_SOCKETS || slot_size < 64) {
     napi_throw_type_error(env, NULL, "nettlp_io.open: bad arguments");
     return NULL;
@@ -180,6 +204,19 @@ static napi_value io_open(napi_env env, napi_callback_info info) {
       snprintf(what, sizeof what, "bind %s:%d", ip, port_base + i);
       return throw_errno(env, what, e);
     }
+    if (do_connect) {
+      struct sockaddr_in pa = {0};
+      pa.sin_family = AF_INET;
+      pa.sin_addr = peer;
+      pa.sin_port = htons((uint16_t)(port_base + i));
+      if (connect(fd, (struct sockaddr *)&pa, sizeof pa) < 0) {
+        int e = errno;
+        close_fds(io);
+        char what[96];
+        snprintf(what, sizeof what, "connect %s:%d", peer_ip, port_base + i);
+        return throw_errno(env, what, e);
+      }
+    }
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
     if (epoll_ctl(io->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
       int e = errno;
@@ -197,6 +234,12 @@ static io_t *unwrap(napi_env env, napi_value v) {
     return NULL;
   }
   return io;
+}
+
+static double now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }
 
 /* Drain ready sockets into the rx area; returns the number of datagrams received. */
@@ -245,9 +288,30 @@ static void on_readable(uv_poll_t *p, int status, int events) {
   napi_value cb, global, arg, result;
   napi_get_reference_value(env, io->on_batch, &cb);
   napi_get_global(env, &global);
-  /* A few rounds per wake-up, then back to the loop (timers, other I/O). */
-  for (int round = 0; round < 8 && !io->closing; round++) {
+  /* Rounds of receive + one JS call, then back to the loop (timers, other I/O). With spin_us set, an
+   * empty round busy-waits that long for the next datagram instead of going back to sleep in
+   * epoll: the peer's next request usually comes within microseconds, and sleeping costs a
+   * context switch on each side (the dominant cost on loopback). A spin that finds nothing
+   * SPIN_MISS_LIMIT times in a row pauses spinning for a while (idle peer, or a peer in this
+   * process that cannot run while we spin). */
+  int max_rounds = io->spin_us > 0 ? 64 : 8;
+  for (int round = 0; round < max_rounds && !io->closing; round++) {
     uint32_t n = receive_batch(io);
+    if (n == 0 && io->spin_us > 0) {
+      double t = now_us();
+      if (t >= io->spin_paused_until) {
+        double until = t + io->spin_us;
+        do n = receive_batch(io);
+        while (n == 0 && now_us() < until);
+        if (n == 0) {
+          if (++io->spin_misses >= 4) {
+            io->spin_misses = 0;
+            io->spin_paused_until = now_us() + 200e3;
+          }
+        } else
+          io->spin_misses = 0;
+      }
+    }
     if (n == 0) break;
     io->rx_calls++;
     napi_create_uint32(env, n, &arg);
@@ -262,10 +326,10 @@ static void on_readable(uv_poll_t *p, int status, int events) {
   napi_close_handle_scope(env, scope);
 }
 
-/* start(handle, onBatch(n)) */
+/* start(handle, onBatch(n) [, unref]) — unref: the poll handle does not keep the process alive. */
 static napi_value io_start(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 3;
+  napi_value argv[3];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   io_t *io = unwrap(env, argv[0]);
   if (!io) return NULL;
@@ -283,7 +347,35 @@ static napi_value io_start(napi_env env, napi_callback_info info) {
   io->poll.data = io;
   io->started = 1;
   uv_poll_start(&io->poll, UV_READABLE, on_readable);
+  bool unref = false;
+  if (argc >= 3) napi_get_value_bool(env, argv[2], &unref);
+  if (unref) uv_unref((uv_handle_t *)&io->poll);
   return NULL;
+}
+
+/* poll(handle, spinUs): receive into the rx area without the event loop, busy-waiting up to spinUs
+ * microseconds for the first datagram; returns the number received (0 = none yet). The caller must
+ * have consumed the previous batch: this reuses the rx area. */
+static napi_value io_poll(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  io_t *io = unwrap(env, argv[0]);
+  if (!io) return NULL;
+  double spin;
+  CHECK(napi_get_value_double(env, argv[1], &spin));
+  uint32_t n = 0;
+  if (io->epfd >= 0 && !io->closing) {
+    double until = spin > 0 ? now_us() + spin : 0;
+    for (;;) {
+      n = receive_batch(io);
+      if (n > 0 || spin <= 0 || now_us() >= until) break;
+    }
+    if (n > 0) io->rx_calls++;
+  }
+  napi_value r;
+  CHECK(napi_create_uint32(env, n, &r));
+  return r;
 }
 
 /* flush(handle, n): send tx slots 0..n-1; returns the number the kernel refused. */
@@ -309,8 +401,10 @@ static napi_value io_flush(napi_env env, napi_callback_info info) {
       memset(h, 0, sizeof *h);
       h->msg_iov = &io->siov[i];
       h->msg_iovlen = 1;
-      h->msg_name = &io->saddr[i];
-      h->msg_namelen = sizeof(struct sockaddr_in);
+      if (m[2] != 0 || m[3] != 0) { /* else: the connected peer */
+        h->msg_name = &io->saddr[i];
+        h->msg_namelen = sizeof(struct sockaddr_in);
+      }
     }
     uint32_t i = 0;
     int stalls = 0;
@@ -406,6 +500,19 @@ static napi_value io_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* setSpin(handle, us): busy-wait up to us µs after each batch before sleeping (0 = never). */
+static napi_value io_set_spin(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  io_t *io = unwrap(env, argv[0]);
+  if (!io) return NULL;
+  double us;
+  CHECK(napi_get_value_double(env, argv[1], &us));
+  io->spin_us = us > 0 ? (us < 10000 ? us : 10000) : 0;
+  return NULL;
+}
+
 /* stats(handle) -> [rxCalls, txCalls, sendErrors, recvErrors] */
 static napi_value io_stats(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -428,6 +535,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"open", NULL, io_open, NULL, NULL, NULL, napi_default, NULL},
       {"start", NULL, io_start, NULL, NULL, NULL, napi_default, NULL},
       {"flush", NULL, io_flush, NULL, NULL, NULL, napi_default, NULL},
+      {"poll", NULL, io_poll, NULL, NULL, NULL, napi_default, NULL},
+      {"setSpin", NULL, io_set_spin, NULL, NULL, NULL, napi_default, NULL},
       {"close", NULL, io_close, NULL, NULL, NULL, napi_default, NULL},
       {"stats", NULL, io_stats, NULL, NULL, NULL, napi_default, NULL},
   };

@@ -369,6 +369,17 @@ describe('MWr', () => {
     }
   });
 
+  it.each([-1, 1.5, 20_000])('spinUs=%s is refused (E_USAGE naming spin)', async (spinUs) => {
+    const src = await openSource(`raw:${rawPath}`);
+    try {
+      await expect(
+        startAdapter({ source: src, listen: ADAPTER_IP, portBase: 30000, tags: 1, spinUs }),
+      ).rejects.toMatchObject({ code: 'E_USAGE', message: expect.stringContaining('spin') });
+    } finally {
+      await src.close();
+    }
+  });
+
   it('writable on a read-only source is refused', async () => {
     const src = await openSource(`raw:${rawPath}`);
     try {

@@ -30,6 +30,8 @@ describe('nettlp:// URI', () => {
       requester: 0,
       probe: true,
       writable: false,
+      io: 'auto',
+      spinUs: 50,
     });
     expect(o.ranges).toBeUndefined();
   });
@@ -53,6 +55,8 @@ describe('nettlp:// URI', () => {
       { start: 2 ** 32, end: 2 ** 32 + 2 ** 30 },
     ]);
     expect(parseNetTlpUri('nettlp://10.0.0.1?local=10.0.0.2&requester=1b:00&probe=1').requester).toBe(0x1b00);
+    expect(parseNetTlpUri('nettlp://127.0.0.2?io=dgram&spin=0')).toMatchObject({ io: 'dgram', spinUs: 0 });
+    expect(parseNetTlpUri('nettlp://127.0.0.2?io=native&spin=200')).toMatchObject({ io: 'native', spinUs: 200 });
   });
 
   it.each([
@@ -72,6 +76,9 @@ describe('nettlp:// URI', () => {
     ['nettlp://192.168.10.1?local=192.168.10.3', 'ranges'],
     ['nettlp://127.0.0.2?probe=0', 'ranges'],
     ['nettlp:/x', 'host'],
+    ['nettlp://127.0.0.2?io=fast', 'io'],
+    ['nettlp://127.0.0.2?spin=-1', 'spin'],
+    ['nettlp://127.0.0.2?spin=20000', 'spin'],
   ])('%s → E_SOURCE_URI naming %s', (uri, parameter) => {
     expect(() => parseNetTlpUri(uri)).toThrow(
       expect.objectContaining({ code: 'E_SOURCE_URI', data: expect.objectContaining({ parameter }) }),

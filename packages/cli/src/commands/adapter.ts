@@ -20,6 +20,7 @@ export interface AdapterCommandOptions extends GlobalOptions {
   statsInterval?: number;
   split?: 'rcb' | 'mps';
   io?: 'auto' | 'native' | 'dgram';
+  spin?: number;
 }
 
 export async function adapterCommand(opts: AdapterCommandOptions): Promise<number> {
@@ -44,6 +45,7 @@ export async function adapterCommand(opts: AdapterCommandOptions): Promise<numbe
       pcap: opts.pcap,
       split: opts.split,
       io: opts.io,
+      spinUs: opts.spin,
     });
   } catch (e) {
     await mem.close();

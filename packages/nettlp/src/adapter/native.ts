@@ -17,8 +17,15 @@ export interface NativeIo {
     tx: ArrayBuffer,
     txMeta: ArrayBuffer,
     slotSize: number,
+    /** Client use: connect socket i to connectIp:portBase+i (tx metadata address 0 = that peer). */
+    connectIp?: string,
   ): object;
-  start(handle: object, onBatch: (n: number) => void): void;
+  /** unref: the poll handle alone does not keep the process alive. */
+  start(handle: object, onBatch: (n: number) => void, unref?: boolean): void;
+  /** Receive without the event loop, busy-waiting up to spinUs µs for the first datagram; returns the count. */
+  poll(handle: object, spinUs: number): number;
+  /** Busy-wait up to us µs after each receive batch before sleeping in the event loop (0 = never). */
+  setSpin(handle: object, us: number): void;
   /** Send tx slots 0…n−1; returns how many the kernel refused. */
   flush(handle: object, n: number): number;
   close(handle: object, cb: () => void): void;
@@ -40,7 +47,13 @@ export function loadNativeIo(): NativeIo | undefined {
   try {
     // Same relative path from src/adapter (tests) and dist/adapter (build).
     const mod = createRequire(import.meta.url)('../../native/build/Release/nettlp_io.node') as NativeIo;
-    if (typeof mod.open !== 'function' || typeof mod.flush !== 'function') throw new Error('unexpected exports');
+    if (
+      typeof mod.open !== 'function' ||
+      typeof mod.flush !== 'function' ||
+      typeof mod.poll !== 'function' ||
+      typeof mod.setSpin !== 'function'
+    )
+      throw new Error('unexpected exports');
     cached = mod;
   } catch (e) {
     loadError = `not built or not loadable (${(e as Error).message.split('\n')[0]}); build it with npm run build:native -w @pmi/nettlp`;

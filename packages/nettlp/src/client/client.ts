@@ -23,7 +23,6 @@
  * twice with different bytes makes the chunk be re-requested (onConflict). README-client.md has the
  * argument and its assumption.
  */
-import dgram from 'node:dgram';
 import { lookup } from 'node:dns/promises';
 import { isIPv4 } from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -55,6 +54,7 @@ import {
   formatRequesterId,
 } from '../codec/tlp.js';
 import { PcapWriter } from '../pcap/writer.js';
+import { openTransport, type ClientTransport } from './transport.js';
 import { formatNetTlpUri, type NetTlpClientOptions } from './uri.js';
 
 const ORIGIN = 'nettlp';
@@ -196,7 +196,6 @@ class Slot {
   readonly mask: Uint8Array;
   constructor(
     readonly tag: number,
-    readonly sock: dgram.Socket,
     mrrs: number,
   ) {
     this.scratch = Buffer.alloc(mrrs);
@@ -238,6 +237,7 @@ export class NetTlpClient implements PhysicalMemory {
   private closed = false;
   private closing: Promise<void> | undefined;
   private pcap: PcapWriter | undefined;
+  private transport: ClientTransport | undefined;
   private txPool: Buffer[] = [];
   private txWaiters: ((b: Buffer) => void)[] = [];
 
@@ -349,40 +349,28 @@ export class NetTlpClient implements PhysicalMemory {
 
   private async bindAll(): Promise<void> {
     const o = this.options;
+    this.transport = await openTransport(o, this.hostIp, this._info.uri, {
+      deliver: (tag, buf, len) => this.onMessage(this.slots[tag], buf, len),
+      sendErrors: (n) => {
+        this.metrics.socket_errors += n;
+      },
+      waiting: () => this.live.size > 0,
+    });
     for (let tag = 0; tag < o.tags; tag++) {
-      const sock = dgram.createSocket({ type: 'udp4', reuseAddr: false });
-      const slot = new Slot(tag, sock, o.mrrs);
+      const slot = new Slot(tag, o.mrrs);
       this.slots.push(slot);
-      sock.on('error', () => {
-        this.metrics.socket_errors++;
-      });
-      const port = o.portBase + tag;
-      await new Promise<void>((resolve, reject) => {
-        const onErr = (e: Error) => reject(e);
-        sock.once('error', onErr);
-        sock.bind({ address: o.local, port, exclusive: true }, () => {
-          sock.connect(port, this.hostIp, () => {
-            sock.off('error', onErr);
-            resolve();
-          });
-        });
-      }).catch((e: NodeJS.ErrnoException) => {
-        throw new PmiError(
-          'E_SOURCE_IO',
-          ORIGIN,
-          `cannot bind ${o.local}:${port} / connect to ${this.hostIp}:${port} (tag ${tag}): ${e.message}`,
-          { local: o.local, port, tag, errno: e.code },
-        );
-      });
-      try {
-        sock.setRecvBufferSize(4 << 20);
-      } catch {
-        /* capped by net.core.rmem_max; the default still works */
-      }
-      sock.on('message', (msg: Buffer) => this.onMessage(slot, msg));
-      sock.unref();
       this.pushFree(slot);
     }
+  }
+
+  /** Which socket I/O is in use (`io=`): the native addon or node:dgram. */
+  get io(): 'native' | 'dgram' | 'none' {
+    return this.transport?.kind ?? 'none';
+  }
+
+  /** Counters of the native I/O (receive batches, busy-wait rounds with and without datagrams). */
+  get ioStats(): { batches: number; spin_hits: number; spin_misses: number } | undefined {
+    return this.transport?.stats;
   }
 
   // ---------------------------------------------------------------- public API
@@ -434,20 +422,11 @@ export class NetTlpClient implements PhysicalMemory {
       this.retryQueue.length = 0;
       this.writeQueue.length = 0;
       for (const w of this.txWaiters.splice(0)) w(Buffer.alloc(0));
-      await Promise.all(
-        this.slots.map(
-          (s) =>
-            new Promise<void>((resolve) => {
-              s.op = null;
-              s.state = IDLE;
-              try {
-                s.sock.close(() => resolve());
-              } catch {
-                resolve(); // never bound / already closed
-              }
-            }),
-        ),
-      );
+      for (const s of this.slots) {
+        s.op = null;
+        s.state = IDLE;
+      }
+      await this.transport?.close();
       this.pcap?.close();
     })();
     return this.closing;
@@ -684,7 +663,7 @@ export class NetTlpClient implements PhysicalMemory {
     s.receivedAtSend = s.received;
     s.sentAt = now;
     s.deadline = now + this.rto;
-    s.sock.send(s.tx, 0, n);
+    this.transport!.send(s.tag, s.tx, n);
     this.metrics.requests++;
     if (this.pcap) this.pcapTx(s, s.tx, n);
     this.armTimer(s.deadline);
@@ -695,14 +674,16 @@ export class NetTlpClient implements PhysicalMemory {
     this.pcap!.write(this.options.local, port, this.hostIp, port, buf, n);
   }
 
-  private onMessage(s: Slot, msg: Buffer): void {
+  /** A datagram of len bytes at the start of msg arrived on s's socket (msg is only valid during the call). */
+  private onMessage(s: Slot | undefined, msg: Buffer, len: number): void {
+    if (s === undefined || this.closed) return;
     if (this.pcap) {
       const port = this.options.portBase + s.tag;
-      this.pcap.write(this.hostIp, port, this.options.local, port, msg, msg.length);
+      this.pcap.write(this.hostIp, port, this.options.local, port, msg, len);
     }
     const t = this.rx;
     const m = this.metrics;
-    if (decodeTlp(msg, msg.length, t) !== DECODE_OK || t.kind !== TlpKind.Completion) {
+    if (decodeTlp(msg, len, t) !== DECODE_OK || t.kind !== TlpKind.Completion) {
       m.dropped_invalid++;
       return;
     }
@@ -900,7 +881,10 @@ export class NetTlpClient implements PhysicalMemory {
   private finishSlot(s: Slot, err: PmiError | null): void {
     const op = s.op!;
     s.op = null;
-    this.cool(s);
+    // In timestamp mode a stale copy of this request's completions is rejected by its stamp, so the
+    // tag may take the next request at once; otherwise it rests until the next check tick.
+    if (this.tsMode) this.pushFree(s);
+    else this.cool(s);
     this.opDone(op, err);
     this.pump();
   }
@@ -1244,11 +1228,8 @@ export class NetTlpClient implements PhysicalMemory {
           if (this.closed) throw closedError(this._info.uri);
           const dl = encodeMemWrite(buf, a, op.buf.subarray(off, off + n), o.requester, s.tag);
           if (this.pcap) this.pcapTx(s, buf, dl);
-          s.sock.send(buf, 0, dl, (e) => {
-            if (e) {
-              sendErr ??= e;
-              this.metrics.socket_errors++;
-            }
+          this.transport!.send(s.tag, buf, dl, (e) => {
+            if (e) sendErr ??= e;
             this.releaseTx(buf);
           });
           this.metrics.writes++;

@@ -16,6 +16,8 @@ export const DEFAULT_TIMEOUT_LOOPBACK_MS = 5;
 export const DEFAULT_TIMEOUT_REMOTE_MS = 20;
 /** Upper bound of the adaptive timeout (ms), unless timeout= is larger. */
 export const TIMEOUT_CAP_MS = 500;
+/** Busy-wait for completions after sending (µs, native I/O only): see transport.ts. */
+export const DEFAULT_SPIN_US = 50;
 
 export interface NetTlpClientOptions {
   /** Target (adapter) IPv4 address or name. */
@@ -39,6 +41,10 @@ export interface NetTlpClientOptions {
   probe: boolean;
   pcap?: string;
   writable: boolean;
+  /** Socket I/O: the native addon (batched receive, see native/README.md), node:dgram, or native when built. */
+  io: 'auto' | 'native' | 'dgram';
+  /** Busy-wait up to this many µs for completions after sending (native I/O only; 0 = sleep in the event loop). */
+  spinUs: number;
 }
 
 const KNOWN = [
@@ -54,6 +60,8 @@ const KNOWN = [
   'probe',
   'pcap',
   'writable',
+  'io',
+  'spin',
 ];
 
 export function isLoopbackHost(host: string): boolean {
@@ -180,6 +188,10 @@ export function parseNetTlpUri(uri: string, extra: { writable?: boolean } = {}):
   if (pcap === '') throw bad(uri, 'pcap', `empty pcap=`);
   const writable =
     (get('writable') !== undefined && boolParam(uri, 'writable', get('writable')!)) || extra.writable === true;
+  const ioText = get('io') ?? 'auto';
+  if (ioText !== 'auto' && ioText !== 'native' && ioText !== 'dgram')
+    throw bad(uri, 'io', `bad io='${ioText}': expected auto, native or dgram`);
+  const spinUs = get('spin') === undefined ? DEFAULT_SPIN_US : intParam(uri, 'spin', get('spin')!, 0, 10_000);
   return {
     host,
     portBase,
@@ -196,6 +208,8 @@ export function parseNetTlpUri(uri: string, extra: { writable?: boolean } = {}):
     probe,
     pcap,
     writable,
+    io: ioText,
+    spinUs,
   };
 }
 
@@ -213,5 +227,7 @@ export function formatNetTlpUri(o: NetTlpClientOptions, ranges: readonly PhysRan
   if (ranges && ranges.length > 0) q.push(`ranges=${ranges.map((r) => `${hex(r.start)}-${hex(r.end)}`).join(',')}`);
   if (o.pcap !== undefined) q.push(`pcap=${encodeURIComponent(o.pcap)}`);
   if (o.writable) q.push('writable=1');
+  if (o.io !== 'auto') q.push(`io=${o.io}`);
+  if (o.spinUs !== DEFAULT_SPIN_US) q.push(`spin=${o.spinUs}`);
   return `nettlp://${o.host}:${o.portBase}?${q.join('&')}`;
 }
