@@ -1,6 +1,7 @@
 export { KERNELS, resolveKernel, fetchKernel, kernelModules, readModinfo, kernelCacheDir } from './kernels.js';
 export type { KernelSpec, KernelId, FetchedKernel, FetchOptions, ModuleFile } from './kernels.js';
 export { buildInitramfs, isStaticElf, WORKLOAD, WORKLOAD_MODULES } from './initramfs.js';
+export { buildUnixHelper, UNIX_HELPER, UNIX_HELPER_C } from './guest-helper.js';
 export { buildCpio, parseCpio } from './cpio.js';
 export type { CpioEntry } from './cpio.js';
 export { runOnChannel } from './channel.js';
@@ -13,6 +14,9 @@ export {
   parseProcModules,
   parseKallsyms,
   parseProcNetTcp,
+  parseProcNetUnix,
+  parseNetnsListing,
+  parseNsLink,
   parsePsListing,
   parseMeminfo,
   parseIomem,
@@ -24,7 +28,16 @@ export {
   TRUTH_SCRIPT,
   KALLSYMS_SCRIPT,
 } from './truth.js';
-export type { GroundTruth, PsEntry, ModuleEntry, KallsymsEntry, NetTcpEntry, IomemEntry } from './truth.js';
+export type {
+  GroundTruth,
+  PsEntry,
+  ModuleEntry,
+  KallsymsEntry,
+  NetTcpEntry,
+  NetUnixEntry,
+  NetnsEntry,
+  IomemEntry,
+} from './truth.js';
 export { LabVm, startLabVm, openLabVm, stopAllLabVms, qemuArgs, parseMemory, PANIC_RE } from './vm.js';
 export type { StartOptions, Paging } from './vm.js';
 export { cacheRoot, stateDir } from './util.js';

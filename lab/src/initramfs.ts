@@ -3,11 +3,12 @@ import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { buildCpio, type CpioEntry } from './cpio.js';
+import { buildUnixHelper, UNIX_HELPER } from './guest-helper.js';
 import { kernelModules, type FetchedKernel } from './kernels.js';
 import { cacheRoot, execChecked, exists, labError, randomTag, rmQuiet } from './util.js';
 
 /** Bumped whenever the guest scripts or layout change, so cached images are rebuilt. */
-const LAYOUT_VERSION = 3;
+const LAYOUT_VERSION = 4;
 
 /** Modules loaded by the guest at boot (from the kernel package, with their dependencies). */
 export const WORKLOAD_MODULES = ['dummy', 'crc32_generic'] as const;
@@ -20,6 +21,13 @@ export const WORKLOAD = {
   /** busybox httpd: `-p 8080` listens on tcp6, `-p 0.0.0.0:8081` on tcp (IPv4). */
   tcp6Port: 8080,
   tcpPort: 8081,
+  /**
+   * `pmi-unix` (lab/src/guest-helper.ts): unix sockets in init_net (a stream listener on a path with
+   * an accepted and a never-accepted connection, an abstract dgram pair, a socket only in flight);
+   * `pmi-netns`: the same helper started by `unshare -n`, an abstract stream listener and a TCP
+   * listener with one connection not accepted, in a network namespace of its own (with its own TCP ehash).
+   */
+  unix: UNIX_HELPER,
   markerText: 'pmi-lab marker file: the quick brown fox 0x5eed\n',
   /** Console line printed once the command loop is listening on ttyS1. */
   readyLine: 'PMI-LAB-READY',
@@ -103,6 +111,11 @@ su -s /bin/sh ${WORKLOAD.userSleeper.user} -c '/pmi/bin/pmi-usersleeper --marker
 /pmi/bin/pmi-holder ${WORKLOAD.holder.file} &
 httpd -p ${WORKLOAD.tcp6Port} -h /www
 httpd -p 0.0.0.0:${WORKLOAD.tcpPort} -h /www
+/pmi/bin/${UNIX_HELPER.comm} || echo "PMI-LAB: ${UNIX_HELPER.comm} failed"
+# a network namespace with its own TCP established hash (6.1+), lo up, and the helper's twin in it
+sysctl -w net.ipv4.tcp_child_ehash_entries=128 >/dev/null 2>&1
+unshare -n sh -c 'ip link set lo up && exec /pmi/bin/${UNIX_HELPER.comm} --netns' || echo "PMI-LAB: ${UNIX_HELPER.comm} --netns failed"
+sysctl -w net.ipv4.tcp_child_ehash_entries=0 >/dev/null 2>&1
 echo "PMI-LAB: workload started"
 ${extra}/pmi/cmdloop.sh /dev/ttyS1 &
 while true; do sleep 3600; done
@@ -146,6 +159,8 @@ export async function buildInitramfs(kernel: FetchedKernel, opts: InitramfsOptio
   }
   const modules = await kernelModules(kernel, WORKLOAD_MODULES);
   const moduleData = await Promise.all(modules.map((m) => fsp.readFile(m.path)));
+  const cacheDir = opts.cacheDir ?? cacheRoot();
+  const helper = await buildUnixHelper(cacheDir);
   const init = initScript(
     kernel.release,
     modules.map((m) => m.name),
@@ -154,9 +169,10 @@ export async function buildInitramfs(kernel: FetchedKernel, opts: InitramfsOptio
   const h = createHash('sha256');
   h.update(`v${LAYOUT_VERSION}\0${kernel.release}\0${init}\0${CMDLOOP}\0${SLEEPER}\0${HOLDER}\0`);
   h.update(busybox);
+  h.update(helper);
   for (const d of moduleData) h.update(d);
   const key = h.digest('hex').slice(0, 16);
-  const dir = join(opts.cacheDir ?? cacheRoot(), 'initramfs');
+  const dir = join(cacheDir, 'initramfs');
   const out = join(dir, `${kernel.release}-${key}.cpio.gz`);
   if (await exists(out)) return out;
 
@@ -229,6 +245,7 @@ export async function buildInitramfs(kernel: FetchedKernel, opts: InitramfsOptio
   entries.push({ kind: 'file', path: 'pmi/bin/pmi-sleeper', data: SLEEPER, mode: 0o755 });
   entries.push({ kind: 'file', path: 'pmi/bin/pmi-usersleeper', data: SLEEPER, mode: 0o755 });
   entries.push({ kind: 'file', path: 'pmi/bin/pmi-holder', data: HOLDER, mode: 0o755 });
+  entries.push({ kind: 'file', path: `pmi/bin/${UNIX_HELPER.comm}`, data: helper, mode: 0o755 });
   addDir(`lib/modules/${kernel.release}/pmi`);
   modules.forEach((m, i) => {
     entries.push({

@@ -5,8 +5,11 @@ import {
   hexAddr,
   parseIomem,
   parseKallsyms,
+  parseNetnsListing,
+  parseNsLink,
   parseProcModules,
   parseProcNetTcp,
+  parseProcNetUnix,
   parseTruth,
   splitSections,
 } from './truth.js';
@@ -111,6 +114,48 @@ describe('truth parser units', () => {
     ]);
     expect(r).toMatchObject({ sl: 1, local_ip: '127.0.0.1', local_port: 8081, rem_ip: '127.0.0.2', rem_port: 54321 });
     expect(r).toMatchObject({ st: '01', state: 'ESTABLISHED', uid: 1000, inode: 4242 });
+  });
+
+  it('/proc/net/unix: listeners, states, types, abstract names, no path, inode 0', () => {
+    const u = parseProcNetUnix([
+      'Num       RefCount Protocol Flags    Type St Inode Path',
+      '000000006b204027: 00000002 00000000 00010000 0001 01   378 /run/pmi-unix.sock',
+      '00000000ce8c3e43: 00000003 00000000 00000000 0001 02     0 /run/pmi-unix.sock',
+      '000000004791b12b: 00000003 00000000 00000000 0005 03   384',
+      '00000000525c1508: 00000003 00000000 00000000 0002 03   382 @pmi-unix-dgram',
+      '0000000000000000: 00000002 00000000 00000000 0002 01 123456 /tmp/a b',
+    ]);
+    expect(u.map((e) => [e.inode, e.socket_type, e.state, e.path])).toEqual([
+      [378, 'stream', 'LISTEN', '/run/pmi-unix.sock'],
+      [0, 'stream', 'CONNECTING', '/run/pmi-unix.sock'],
+      [384, 'seqpacket', 'CONNECTED', ''],
+      [382, 'dgram', 'CONNECTED', '@pmi-unix-dgram'],
+      [123456, 'dgram', 'UNCONNECTED', '/tmp/a b'],
+    ]);
+    expect(u[0]).toMatchObject({ refcount: 2, flags: 0x10000, type: 1, st: 1 });
+  });
+
+  it('network namespace links and the other-namespace listing', () => {
+    expect(parseNsLink('net:[4026531840]\n')).toBe(4026531840);
+    expect(parseNsLink('')).toBeNull();
+    const n = parseNetnsListing([
+      'N 152 net:[4026532114]',
+      '4   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode',
+      '4    0: 00000000:1F92 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 403 1 0 100 0 0 10 0',
+      '6   sl  local_address                         remote_address                        st',
+      'U Num       RefCount Protocol Flags    Type St Inode Path',
+      'U 00000000ac869671: 00000002 00000000 00010000 0001 01   399 @pmi-unix',
+      'N 99 garbage',
+      'U 00000000ac869671: 00000002 00000000 00010000 0001 01   1 @ignored',
+      'N 12 net:[4026532200]',
+    ]);
+    expect(
+      n.map((e) => [e.pid, e.inum, e.net_tcp.map((t) => t.local_port), e.net_tcp6.length, e.net_unix.length]),
+    ).toEqual([
+      [12, 4026532200, [], 0, 0],
+      [152, 4026532114, [8082], 0, 1],
+    ]);
+    expect(n[1].net_unix[0]).toMatchObject({ inode: 399, state: 'LISTEN', path: '@pmi-unix' });
   });
 
   it('iomem nesting', () => {

@@ -55,6 +55,37 @@ export interface NetTcpEntry {
   raw: string;
 }
 
+/** A line of /proc/net/unix (the reading task's network namespace only). */
+export interface NetUnixEntry {
+  refcount: number;
+  /** 0x10000 (__SO_ACCEPTCON) on listeners. */
+  flags: number;
+  /** SOCK_STREAM 1, SOCK_DGRAM 2, SOCK_SEQPACKET 5 … */
+  type: number;
+  /** SS_UNCONNECTED 1, SS_CONNECTING 2, SS_CONNECTED 3, SS_DISCONNECTING 4 (from sk_state and sk_socket). */
+  st: number;
+  /** LISTEN when flags has __SO_ACCEPTCON, else the name of st (UNCONNECTED, CONNECTED, …). */
+  state: string;
+  /** stream, dgram, seqpacket (else the number). */
+  socket_type: string;
+  /** 0 for socks without a struct socket (a connection not accepted yet). */
+  inode: number;
+  /** Bound path as the kernel prints it ("@name" for abstract names, NULs shown as '@'), or "". */
+  path: string;
+  raw: string;
+}
+
+/** A network namespace other than the collector's (init_net), seen through one of its processes. */
+export interface NetnsEntry {
+  /** Inode number of the namespace (`readlink /proc/PID/ns/net` = `net:[INUM]`). */
+  inum: number;
+  /** A process in it (the first in /proc order): its /proc/PID/net files were read. */
+  pid: number;
+  net_tcp: NetTcpEntry[];
+  net_tcp6: NetTcpEntry[];
+  net_unix: NetUnixEntry[];
+}
+
 export interface IomemEntry {
   start: string;
   end: string;
@@ -88,6 +119,12 @@ export interface GroundTruth {
   kallsyms: KallsymsEntry[];
   net_tcp: NetTcpEntry[];
   net_tcp6: NetTcpEntry[];
+  /** /proc/net/unix of the collector's namespace. */
+  net_unix: NetUnixEntry[];
+  /** The collector's network namespace (init_net): inode number, null when not recorded. */
+  netns: number | null;
+  /** Every other network namespace a process is in, with its sockets (pid order). */
+  other_netns: NetnsEntry[];
   /** Last ~50 lines of dmesg, raw. */
   dmesg_tail: string[];
   /** /proc/iomem as root (the physical memory map). */
@@ -227,6 +264,80 @@ export function parseProcNetTcp(lines: readonly string[]): NetTcpEntry[] {
   return out;
 }
 
+const SOCK_TYPES: Record<number, string> = { 1: 'stream', 2: 'dgram', 3: 'raw', 4: 'rdm', 5: 'seqpacket' };
+const SS_STATES: Record<number, string> = {
+  0: 'FREE',
+  1: 'UNCONNECTED',
+  2: 'CONNECTING',
+  3: 'CONNECTED',
+  4: 'DISCONNECTING',
+};
+
+/** Parse /proc/net/unix: `Num RefCount Protocol Flags Type St Inode [Path]` (the header is skipped). */
+export function parseProcNetUnix(lines: readonly string[]): NetUnixEntry[] {
+  const out: NetUnixEntry[] = [];
+  for (const line of lines) {
+    const m =
+      /^\s*[0-9a-fA-F]+: ([0-9A-Fa-f]+) [0-9A-Fa-f]+ ([0-9A-Fa-f]+) ([0-9A-Fa-f]+) ([0-9A-Fa-f]+) +(\d+)(?: (.*))?$/.exec(
+        line,
+      );
+    if (!m) continue;
+    const flags = parseInt(m[2], 16);
+    const type = parseInt(m[3], 16);
+    const st = parseInt(m[4], 16);
+    out.push({
+      refcount: parseInt(m[1], 16),
+      flags,
+      type,
+      st,
+      state: flags & 0x10000 ? 'LISTEN' : (SS_STATES[st] ?? String(st)),
+      socket_type: SOCK_TYPES[type] ?? String(type),
+      inode: Number(m[5]),
+      path: m[6] ?? '',
+      raw: line,
+    });
+  }
+  return out;
+}
+
+/** "net:[4026531840]" → 4026531840; null when the text is not a namespace link. */
+export function parseNsLink(text: string): number | null {
+  const m = /^[a-z_]+:\[(\d+)\]$/.exec(text.trim());
+  return m ? Number(m[1]) : null;
+}
+
+/**
+ * Parse the collector's listing of other network namespaces: per namespace
+ *   N <pid> net:[INUM] / 4 <line of /proc/PID/net/tcp> / 6 <… tcp6> / U <… unix>
+ */
+export function parseNetnsListing(lines: readonly string[]): NetnsEntry[] {
+  const out: NetnsEntry[] = [];
+  let cur: { e: NetnsEntry; t4: string[]; t6: string[]; u: string[] } | undefined;
+  const flush = (): void => {
+    if (!cur) return;
+    cur.e.net_tcp = parseProcNetTcp(cur.t4);
+    cur.e.net_tcp6 = parseProcNetTcp(cur.t6);
+    cur.e.net_unix = parseProcNetUnix(cur.u);
+    out.push(cur.e);
+    cur = undefined;
+  };
+  for (const line of lines) {
+    const tag = line.slice(0, 2);
+    const rest = line.slice(2);
+    if (tag === 'N ') {
+      flush();
+      const [pid, link] = rest.trim().split(/\s+/);
+      const inum = parseNsLink(link ?? '');
+      if (inum !== null)
+        cur = { e: { inum, pid: Number(pid), net_tcp: [], net_tcp6: [], net_unix: [] }, t4: [], t6: [], u: [] };
+    } else if (cur && tag === '4 ') cur.t4.push(rest);
+    else if (cur && tag === '6 ') cur.t6.push(rest);
+    else if (cur && tag === 'U ') cur.u.push(rest);
+  }
+  flush();
+  return out.sort((a, b) => a.pid - b.pid);
+}
+
 /**
  * Parse the collector's process listing: per process
  *   P <pid> / S <contents of /proc/PID/stat> / T Uid: r e s f / T Gid: r e s f / C <cmdline, NUL→space>
@@ -355,6 +466,9 @@ export function parseTruth(
     kallsyms: parseKallsyms(kallsymsLines),
     net_tcp: parseProcNetTcp(get('net_tcp')),
     net_tcp6: parseProcNetTcp(get('net_tcp6')),
+    net_unix: parseProcNetUnix(get('net_unix')),
+    netns: parseNsLink(first('netns')),
+    other_netns: parseNetnsListing(get('other_netns')),
     dmesg_tail: get('dmesg'),
     iomem: parseIomem(get('iomem')),
   };
@@ -371,6 +485,19 @@ sec meminfo; cat /proc/meminfo
 sec modules; cat /proc/modules
 sec net_tcp; cat /proc/net/tcp
 sec net_tcp6; cat /proc/net/tcp6
+sec net_unix; cat /proc/net/unix
+sec netns; readlink /proc/self/ns/net
+sec other_netns
+seen=" $(readlink /proc/self/ns/net) "
+for d in /proc/[0-9]*; do
+  n=$(readlink "$d/ns/net" 2>/dev/null) || continue
+  case "$seen" in *" $n "*) continue ;; esac
+  seen="$seen$n "
+  echo "N \${d#/proc/} $n"
+  sed 's/^/4 /' "$d/net/tcp" 2>/dev/null
+  sed 's/^/6 /' "$d/net/tcp6" 2>/dev/null
+  sed 's/^/U /' "$d/net/unix" 2>/dev/null
+done
 sec iomem; cat /proc/iomem
 sec dmesg; dmesg | tail -n 50
 sec ps

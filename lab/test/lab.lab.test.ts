@@ -80,6 +80,31 @@ describe.each(targets.map((t) => [t.id, t] as const))('lab target %s', (_id, tar
     expect(r.stdout.trim()).toBe(WORKLOAD.holder.file);
   });
 
+  it('sockets: the unix helper in init_net, its twin in a network namespace of its own (readlink ns/net)', async () => {
+    const t = recorded(target);
+    const [helper] = t.ps.filter((p) => p.comm === WORKLOAD.unix.comm);
+    const [inNetns] = t.ps.filter((p) => p.comm === WORKLOAD.unix.netnsComm);
+    expect(helper && inNetns).toBeTruthy();
+    const vm = openLabVm(target.name);
+    // busybox readlink takes one file
+    const r = await vm.run(`for f in self ${helper.pid} ${inNetns.pid}; do readlink /proc/$f/ns/net; done`);
+    const links = r.stdout.trim().split('\n');
+    expect(links.slice(0, 2)).toEqual([`net:[${t.netns}]`, `net:[${t.netns}]`]);
+    const other = t.other_netns.find((n) => n.pid === inNetns.pid);
+    expect(links[2]).toBe(`net:[${other?.inum}]`);
+    expect(other!.inum).not.toBe(t.netns);
+    const listens = (es: typeof t.net_unix, path: string) =>
+      es.some((e) => e.path === path && e.state === 'LISTEN' && e.socket_type === 'stream');
+    expect(listens(t.net_unix, WORKLOAD.unix.streamPath)).toBe(true);
+    expect(listens(other!.net_unix, WORKLOAD.unix.netnsStreamName)).toBe(true);
+    expect(listens(t.net_unix, WORKLOAD.unix.netnsStreamName)).toBe(false);
+    // its TCP listener and one connection to it over the namespace's own lo
+    const port = WORKLOAD.unix.netnsTcpPort;
+    expect(other!.net_tcp.map((e) => e.state).sort()).toEqual(['ESTABLISHED', 'ESTABLISHED', 'LISTEN']);
+    expect(other!.net_tcp.every((e) => e.local_port === port || e.rem_port === port)).toBe(true);
+    expect(t.net_tcp.some((e) => e.local_port === WORKLOAD.unix.netnsTcpPort)).toBe(false);
+  });
+
   it('modules: dummy and crc32_generic are live at kernel-half addresses, with their symbols', () => {
     const t = recorded(target);
     for (const name of ['dummy', 'crc32_generic']) {

@@ -1,8 +1,11 @@
 /**
- * netstat against the guest's own /proc/net/tcp{,6}: the workload's listeners (boot truth) and
- * connections opened inside the guest for this test (fresh truth, then a fresh snapshot), owners
- * from the guest's ps; the same rows over nettlp://; a cyclic hash chain in a copied image gives
- * partial rows + a warning (library) and exit 3 (CLI), no hang.
+ * netstat against the guest's own /proc/net/tcp{,6} and /proc/net/unix: the workload's listeners
+ * (boot truth) and connections opened inside the guest for this test (fresh truth, then a fresh
+ * snapshot), owners from the guest's ps; unix sockets (inode, path, type, state) of init_net and of
+ * every other network namespace (/proc/PID/net/* of a process in it), including socks no process
+ * holds by fd; the same rows over nettlp://; a cyclic hash chain in a copied image gives partial
+ * rows + a warning (library) and exit 3 (CLI), no hang. The guest's /proc/net files show only the
+ * reader's namespace, so pmi's rows are compared per `netns`.
  */
 import { openLabKernel, openSnapshotOverNettlp } from './lab-kernel.js';
 import { spawnSync } from 'node:child_process';
@@ -12,7 +15,15 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import '@pmi/sources';
-import { openLabVm, parseProcNetTcp, WORKLOAD, type GroundTruth, type NetTcpEntry } from '@pmi/lab';
+import {
+  openLabVm,
+  parseProcNetTcp,
+  parseProcNetUnix,
+  WORKLOAD,
+  type GroundTruth,
+  type NetTcpEntry,
+  type NetUnixEntry,
+} from '@pmi/lab';
 import { listSockets, type SocketRow } from '../src/index.js';
 
 const targets = inject('labTargets');
@@ -32,11 +43,25 @@ const fromPmi = (s: SocketRow) => ({
   inode: s.inode,
   uid: s.uid ?? 0,
 });
-const tcpRows = (rows: SocketRow[]) =>
+const tcpRows = (rows: SocketRow[], netns: number | null) =>
   rows
-    .filter((r) => r.proto === 'tcp' || r.proto === 'tcp6')
+    .filter((r) => (r.proto === 'tcp' || r.proto === 'tcp6') && r.netns === netns)
     .map(fromPmi)
     .sort((a, b) => a.key.localeCompare(b.key));
+const tcpTruth = (t4: NetTcpEntry[], t6: NetTcpEntry[]) =>
+  [...t4.map((e) => fromTruth('tcp', e)), ...t6.map((e) => fromTruth('tcp6', e))].sort((a, b) =>
+    a.key.localeCompare(b.key),
+  );
+// unix: what /proc/net/unix shows of a socket (its kernel address is hashed there)
+const unixKey = (inode: number, type: string, state: string, path: string): string =>
+  `${inode} ${type} ${state} ${JSON.stringify(path)}`;
+const unixRows = (rows: SocketRow[], netns: number | null): string[] =>
+  rows
+    .filter((r) => r.proto === 'unix' && r.netns === netns)
+    .map((r) => unixKey(r.inode, r.type ?? '?', r.state, r.local_address))
+    .sort();
+const unixTruth = (entries: NetUnixEntry[]): string[] =>
+  entries.map((e) => unixKey(e.inode, e.socket_type, e.state, e.path)).sort();
 
 describe.each(targets.map((t) => [t.id, t] as const))('netstat, lab target %s', (_id, target) => {
   let truth: GroundTruth;
@@ -54,11 +79,8 @@ describe.each(targets.map((t) => [t.id, t] as const))('netstat, lab target %s', 
       const r = await listSockets(k);
       console.log(`[net] ${target.id}: ${r.rows.length} sockets in ${(performance.now() - t0).toFixed(0)} ms`);
       expect(r.warnings).toEqual([]);
-      const want = [
-        ...truth.net_tcp.map((e) => fromTruth('tcp', e)),
-        ...truth.net_tcp6.map((e) => fromTruth('tcp6', e)),
-      ].sort((a, b) => a.key.localeCompare(b.key));
-      expect(tcpRows(r.rows)).toEqual(want);
+      expect(truth.netns).toEqual(expect.any(Number));
+      expect(tcpRows(r.rows, truth.netns)).toEqual(tcpTruth(truth.net_tcp, truth.net_tcp6));
       for (const [port, proto, arg] of [
         [WORKLOAD.tcpPort, 'tcp', `0.0.0.0:${WORKLOAD.tcpPort}`],
         [WORKLOAD.tcp6Port, 'tcp6', `-p ${WORKLOAD.tcp6Port}`],
@@ -71,6 +93,77 @@ describe.each(targets.map((t) => [t.id, t] as const))('netstat, lab target %s', 
         expect(row!.comms).toEqual(['httpd']);
         expect(row!.found).toEqual(['hash', 'fd']);
       }
+    } finally {
+      await mem.close();
+    }
+  });
+
+  it('unix sockets and other network namespaces: rows per netns equal /proc/net/unix (and tcp) of a process in it', async () => {
+    const { mem, k } = await openLabKernel('raw:' + target.snapshot_path, target);
+    try {
+      const r = await listSockets(k);
+      expect(r.warnings).toEqual([]);
+      // init_net: every unix socket of the guest's /proc/net/unix, none more
+      expect(truth.net_unix.length).toBeGreaterThan(0);
+      expect(unixRows(r.rows, truth.netns)).toEqual(unixTruth(truth.net_unix));
+      // the other namespaces (the workload's `unshare -n` helper at least): unix and tcp per namespace
+      const pidOf = (comm: string) => truth.ps.filter((p) => p.comm === comm).map((p) => p.pid);
+      const [helper] = pidOf(WORKLOAD.unix.comm);
+      const [inNetns] = pidOf(WORKLOAD.unix.netnsComm);
+      expect(helper).toBeDefined();
+      const other = truth.other_netns.find((n) => n.pid === inNetns);
+      expect(other, `netns of ${WORKLOAD.unix.netnsComm} in ${JSON.stringify(truth.other_netns)}`).toBeDefined();
+      expect(other!.inum).not.toBe(truth.netns);
+      for (const ns of truth.other_netns) {
+        expect(unixRows(r.rows, ns.inum), `netns ${ns.inum}`).toEqual(unixTruth(ns.net_unix));
+        expect(tcpRows(r.rows, ns.inum), `netns ${ns.inum}`).toEqual(tcpTruth(ns.net_tcp, ns.net_tcp6));
+      }
+      expect(other!.net_unix.length).toBeGreaterThan(0);
+      // a listener and a connection over the namespace's lo, not accepted: the server end (inode 0) is
+      // held by no fd and is only in the namespace's own established hash (6.1+)
+      expect(other!.net_tcp.map((e) => [e.state, e.inode === 0]).sort()).toEqual([
+        ['ESTABLISHED', false],
+        ['ESTABLISHED', true],
+        ['LISTEN', false],
+      ]);
+      const child = r.rows.find((s) => s.netns === other!.inum && s.proto === 'tcp' && s.inode === 0);
+      expect([child?.state, child?.pids, child?.found]).toEqual(['ESTABLISHED', [], ['hash']]);
+      // every row is in a namespace the guest knows of
+      const known = new Set([truth.netns, ...truth.other_netns.map((n) => n.inum)]);
+      expect(r.rows.filter((s) => !known.has(s.netns)).map((s) => `${s.proto} ${s.inode} netns ${s.netns}`)).toEqual(
+        [],
+      );
+      // owners: each listener is its helper's (a path in init_net, an abstract name in the other namespace)
+      const listener = (netns: number | null, path: string) =>
+        r.rows.filter(
+          (s) => s.proto === 'unix' && s.netns === netns && s.local_address === path && s.state === 'LISTEN',
+        );
+      expect(listener(truth.netns, WORKLOAD.unix.streamPath).map((s) => [s.pids, s.comms, s.found])).toEqual([
+        [[helper], [WORKLOAD.unix.comm], ['hash', 'fd']],
+      ]);
+      expect(listener(other!.inum, WORKLOAD.unix.netnsStreamName).map((s) => [s.pids, s.comms])).toEqual([
+        [[inNetns], [WORKLOAD.unix.netnsComm]],
+      ]);
+      // socks no process holds by fd, found only in the kernel's tables: the connection not accepted
+      // yet (no struct socket: inode 0, CONNECTING, as in /proc/net/unix) and the seqpacket end that
+      // lives only in an SCM_RIGHTS message
+      const unheld = r.rows.filter((s) => s.proto === 'unix' && s.pids.length === 0);
+      expect(unheld.every((s) => JSON.stringify(s.found) === '["hash"]')).toBe(true);
+      const embryos = unheld.filter((s) => s.inode === 0).map((s) => [s.netns, s.local_address, s.state]);
+      expect(embryos.sort()).toEqual(
+        [
+          [truth.netns, WORKLOAD.unix.streamPath, 'CONNECTING'],
+          [other!.inum, WORKLOAD.unix.netnsStreamName, 'CONNECTING'],
+        ].sort(),
+      );
+      expect(unheld.filter((s) => s.inode !== 0).map((s) => [s.netns, s.type, s.state])).toEqual([
+        [truth.netns, 'seqpacket', 'CONNECTED'],
+      ]);
+      console.log(
+        `[net] ${target.id}: unix ${truth.net_unix.length} in init_net (${truth.netns}), ` +
+          truth.other_netns.map((n) => `${n.net_unix.length} unix + ${n.net_tcp.length} tcp in ${n.inum}`).join(', ') +
+          `; ${unheld.length} unix socks held by no fd`,
+      );
     } finally {
       await mem.close();
     }
@@ -94,18 +187,17 @@ describe.each(targets.map((t) => [t.id, t] as const))('netstat, lab target %s', 
     const snap = join(scratch, 'live.ram');
     try {
       expect(Object.keys(pids).sort()).toEqual(['C1', 'C2', 'L']);
-      const cat = await vm.run('cat /proc/net/tcp; echo @@6; cat /proc/net/tcp6');
+      const cat = await vm.run('cat /proc/net/tcp; echo @@6; cat /proc/net/tcp6; echo @@U; cat /proc/net/unix');
       await vm.snapshot(snap);
-      const [t4, t6] = cat.stdout.split('@@6');
-      const want = [
-        ...parseProcNetTcp(t4.split('\n')).map((e) => fromTruth('tcp', e)),
-        ...parseProcNetTcp(t6.split('\n')).map((e) => fromTruth('tcp6', e)),
-      ].sort((a, b) => a.key.localeCompare(b.key));
+      const [t4, rest] = cat.stdout.split('@@6');
+      const [t6, tu] = rest.split('@@U');
+      const want = tcpTruth(parseProcNetTcp(t4.split('\n')), parseProcNetTcp(t6.split('\n')));
       const { mem, k } = await openLabKernel('raw:' + snap, target);
       try {
         const r = await listSockets(k);
         expect(r.warnings).toEqual([]);
-        expect(tcpRows(r.rows)).toEqual(want);
+        expect(tcpRows(r.rows, truth.netns)).toEqual(want);
+        expect(unixRows(r.rows, truth.netns)).toEqual(unixTruth(parseProcNetUnix(tu.split('\n'))));
         // our client connections: ESTABLISHED with the right ports, owned by the nc we started
         const c1 = r.rows.find((s) => s.remote_port === port && s.state === 'ESTABLISHED');
         expect(c1?.pids).toEqual([pids.C1]);
@@ -149,32 +241,41 @@ describe.each(targets.map((t) => [t.id, t] as const))('netstat, lab target %s', 
     }
   });
 
-  it('a cyclic hash chain in a copied image: partial rows + warning, CLI exit 3, no hang', async () => {
+  it('cyclic hash chains (tcp, unix) in a copied image: partial rows + warnings, CLI exit 3, no hang', async () => {
     const { mem, k } = await openLabKernel('raw:' + target.snapshot_path, target);
-    let nodePhys: number;
-    let nodeVa: bigint;
+    // the tcp and the unix listener's hash links point at themselves
+    const nodes: { va: bigint; phys: number }[] = [];
     try {
       const r = await listSockets(k);
-      const row = r.rows.find((s) => s.proto === 'tcp' && s.local_port === WORKLOAD.tcpPort && s.state === 'LISTEN')!;
-      // the listener's hash link points at itself
-      nodeVa = row.sock + BigInt(k.btf.fieldOffset('sock_common', 'skc_nulls_node'));
-      nodePhys = await k.paging.translate(nodeVa);
+      const tcp = r.rows.find((s) => s.proto === 'tcp' && s.local_port === WORKLOAD.tcpPort && s.state === 'LISTEN')!;
+      const unix = r.rows.find(
+        (s) => s.proto === 'unix' && s.local_address === WORKLOAD.unix.streamPath && s.state === 'LISTEN',
+      )!;
+      for (const va of [
+        tcp.sock + BigInt(k.btf.fieldOffset('sock_common', 'skc_nulls_node')),
+        unix.sock + BigInt(k.btf.fieldOffset('sock_common', 'skc_node')),
+      ])
+        nodes.push({ va, phys: await k.paging.translate(va) });
     } finally {
       await mem.close();
     }
     const copy = join(scratch, 'cyclic.ram');
     copyFileSync(target.snapshot_path, copy);
     const fd = openSync(copy, 'r+');
-    const b = Buffer.alloc(8);
-    b.writeBigUInt64LE(BigInt.asUintN(64, nodeVa));
-    writeSync(fd, b, 0, 8, nodePhys);
+    for (const n of nodes) {
+      const b = Buffer.alloc(8);
+      b.writeBigUInt64LE(BigInt.asUintN(64, n.va));
+      writeSync(fd, b, 0, 8, n.phys);
+    }
     closeSync(fd);
     try {
       const bad = await openLabKernel('raw:' + copy, target);
       try {
         const r = await listSockets(bad.k);
-        expect(r.warnings.some((w) => /cycle/.test(w))).toBe(true);
+        expect(r.warnings.some((w) => /^tcp .*cycle/.test(w))).toBe(true);
+        expect(r.warnings.some((w) => /^unix table bucket .*cycle/.test(w))).toBe(true);
         expect(r.rows.find((s) => s.local_port === WORKLOAD.tcpPort && s.state === 'LISTEN')).toBeDefined();
+        expect(r.rows.find((s) => s.local_address === WORKLOAD.unix.streamPath && s.state === 'LISTEN')).toBeDefined();
         expect(r.rows.find((s) => s.local_port === WORKLOAD.tcp6Port && s.state === 'LISTEN')).toBeDefined();
       } finally {
         await bad.mem.close();
@@ -184,8 +285,12 @@ describe.each(targets.map((t) => [t.id, t] as const))('netstat, lab target %s', 
         timeout: 120_000,
       });
       expect(cli.status).toBe(3);
-      const doc = JSON.parse(cli.stdout) as { rows: { local_port: number }[]; warnings: string[] };
-      expect(doc.rows.some((r) => r.local_port === WORKLOAD.tcpPort)).toBe(true);
+      const doc = JSON.parse(cli.stdout) as {
+        rows: { proto: string; local_port: number; netns: number | null }[];
+        warnings: string[];
+      };
+      expect(doc.rows.some((r) => r.local_port === WORKLOAD.tcpPort && r.netns === truth.netns)).toBe(true);
+      expect(doc.rows.some((r) => r.proto === 'unix')).toBe(true);
       expect(doc.warnings.some((w) => /cycle/.test(w))).toBe(true);
     } finally {
       rmSync(copy, { force: true });

@@ -54,6 +54,7 @@ export interface NetstatRow {
   type: string | null;
   sock: string;
   found: string[];
+  netns: number | null;
 }
 
 export function netstatRow(s: SocketRow): NetstatRow {
@@ -71,6 +72,7 @@ export function netstatRow(s: SocketRow): NetstatRow {
     type: s.type ?? null,
     sock: hex64(s.sock),
     found: s.found,
+    netns: s.netns,
   };
 }
 
@@ -126,6 +128,7 @@ export async function netstatCommand(opts: KernelOptions): Promise<number> {
         { key: 'state' },
         { key: 'uid', align: 'right' },
         { key: 'inode', align: 'right' },
+        { key: 'netns', align: 'right' },
         {
           key: 'pids',
           header: 'PID/PROGRAM',
@@ -147,6 +150,8 @@ export function registerNetCommands(program: Command, run: (action: () => Promis
     .action((pid: number | undefined, _o, cmd: Command) => run(() => lsofCommand(pid, cmd.optsWithGlobals())));
   program
     .command('netstat')
-    .description('TCP/UDP (v4, v6) and unix sockets: addresses, ports, state, inode, owning processes')
+    .description(
+      'TCP/UDP (v4, v6) and unix sockets of every network namespace: addresses, ports, state, inode, netns, owners',
+    )
     .action((_o, cmd: Command) => run(() => netstatCommand(cmd.optsWithGlobals())));
 }

@@ -1,8 +1,10 @@
 /**
- * Sockets (netstat): TCP/UDP over IPv4/IPv6 from the kernel's hash tables (tcp_hashinfo's
- * listening and established hashes, udp_table), merged with the sockets found in processes'
- * fd tables (which also give the owning pids and the unix sockets). A socket no process holds
- * still appears (from the hashes); a socket outside the hashes still appears (from the fds).
+ * Sockets (netstat): TCP/UDP over IPv4/IPv6 and unix sockets from the kernel's hash tables
+ * (tcp_hashinfo's listening and established hashes, udp_table, the unix socket table — each of
+ * every network namespace on net_namespace_list where the kernel keeps them per namespace),
+ * merged with the sockets found in processes' fd tables (which give the owning pids). A socket no
+ * process holds still appears (from the hashes); a socket outside the hashes still appears (from
+ * the fds). Every row names its network namespace (`net.ns.inum`).
  */
 import { PmiError } from '@pmi/core';
 import type { KernelObjects, Layout, StructView } from '@pmi/kernel';
@@ -13,9 +15,12 @@ export type SocketProto = 'tcp' | 'tcp6' | 'udp' | 'udp6' | 'unix';
 export interface SocketRow {
   proto: SocketProto;
   /** TCP state name (LISTEN, ESTABLISHED, TIME_WAIT, …); UDP: ESTABLISHED when connected, else CLOSE;
-   * unix: LISTEN, CONNECTED, UNCONNECTED, CONNECTING, DISCONNECTING. */
+   * unix: LISTEN, CONNECTED, UNCONNECTED, CONNECTING, DISCONNECTING — as /proc/net/unix derives them
+   * (listener; else from sk_state and whether the sock has a struct socket: CONNECTING is a
+   * connection not accepted yet). */
   state: string;
-  /** IPv4 dotted quad or IPv6 text; unix: the bound path ("@name" for abstract), or "". */
+  /** IPv4 dotted quad or IPv6 text; unix: the bound path as /proc/net/unix prints it ("@name" for
+   * abstract names, NUL bytes shown as '@'), or "". */
   local_address: string;
   local_port: number | null;
   remote_address: string;
@@ -32,6 +37,9 @@ export interface SocketRow {
   sock: bigint;
   /** Where it was found: 'hash' (kernel tables), 'fd' (an fd table), or both. */
   found: ('hash' | 'fd')[];
+  /** The socket's network namespace: its inode number (`net.ns.inum`, as `readlink /proc/PID/ns/net`
+   * shows `net:[INUM]`); null when unreadable. */
+  netns: number | null;
 }
 
 export interface SocketsResult {
@@ -44,6 +52,8 @@ export interface SocketsOptions {
   files?: OpenFile[];
   /** Most sockets per hash chain (default 65536). */
   maxChain?: number;
+  /** Most network namespaces walked on net_namespace_list (default 65536). */
+  maxNetns?: number;
 }
 
 const TCP_STATES = [
@@ -71,17 +81,17 @@ const AF_INET6 = 10;
 const IPPROTO_TCP = 6;
 const IPPROTO_UDP = 17;
 const SOCK_TYPES: Record<number, string> = { 1: 'stream', 2: 'dgram', 5: 'seqpacket' };
-const SS_STATES: Record<number, string> = {
-  0: 'FREE',
-  1: 'UNCONNECTED',
-  2: 'CONNECTING',
-  3: 'CONNECTED',
-  4: 'DISCONNECTING',
-};
 
 const hex = (v: bigint): string => '0x' + BigInt.asUintN(64, v).toString(16);
 
-type Origin = 'tcp' | 'udp';
+type Origin = 'tcp' | 'udp' | 'unix';
+
+/** A network namespace from net_namespace_list (or init_net alone). */
+interface Netns {
+  va: bigint;
+  inum: number | null;
+  view: StructView;
+}
 
 export async function listSockets(k: KernelObjects, opts: SocketsOptions = {}): Promise<SocketsResult> {
   const warnings: string[] = [];
@@ -103,26 +113,33 @@ export async function listSockets(k: KernelObjects, opts: SocketsOptions = {}): 
     'skc_v6_rcv_saddr?',
     'skc_nulls_node',
     'skc_node',
+    'skc_net.net?',
   ]);
+  const nets = await listNetns(k, opts.maxNetns ?? 65536, warnings);
 
   // 1. hash tables → sock VAs with the table they came from
   const fromHash = new Map<bigint, Origin>();
-  const walk: Walker = async (head, member, nulls, origin, name, T = C) => {
+  const walk: Walker = async (head, member, nulls, origin, name, T = C, accept) => {
     try {
-      for await (const v of k.walkHlist(head, T, member, { nulls, max: maxChain, name })) fromHash.set(v.va, origin);
+      for await (const v of k.walkHlist(head, T, member, { nulls, max: maxChain, name })) {
+        const bad = accept?.(v);
+        if (bad) warnings.push(`${name}: ${bad}`);
+        else fromHash.set(v.va, origin);
+      }
     } catch (e) {
       if (e instanceof PmiError) warnings.push(`${name}: ${e.message}`);
       else throw e;
     }
   };
-  await tcpHash(k, walk, warnings);
-  await udpHash(k, walk, warnings);
+  await tcpHash(k, nets, walk, warnings);
+  await udpHash(k, nets, walk, warnings);
+  await unixHash(k, nets, C, walk, warnings);
 
   // 2. sockets from fd tables: file->private_data is the struct socket
   const owners = new Map<bigint, OpenFile[]>(); // struct socket * → fds
   for (const f of files)
     if (f.type === 'socket' && f.socket) owners.set(f.socket, [...(owners.get(f.socket) ?? []), f]);
-  const SK = k.layout('socket', ['state', 'type', 'sk']);
+  const SK = k.layout('socket', ['sk']);
   const socketVas = [...owners.keys()];
   const sockOfSocket = new Map<bigint, StructView>();
   (await k.readStructs(socketVas, SK)).forEach((v, i) => {
@@ -158,6 +175,12 @@ export async function listSockets(k: KernelObjects, opts: SocketsOptions = {}): 
       return !(v instanceof PmiError) && v.num('skc_family') === AF_UNIX;
     }),
   );
+  const netnsOf = await netnsResolver(
+    k,
+    nets,
+    C.has('skc_net.net') ? commons.flatMap((v) => (v instanceof PmiError ? [] : [v.ptr('skc_net.net')])) : [],
+    warnings,
+  );
 
   const rows: SocketRow[] = [];
   all.forEach((va, i) => {
@@ -179,13 +202,22 @@ export async function listSockets(k: KernelObjects, opts: SocketsOptions = {}): 
     if (fromHash.has(va)) found.push('hash');
     if (sockOfSocket.has(va)) found.push('fd');
     const uid = fv ? fv.u32('sk_uid') : null;
+    const netns = netnsOf(C.has('skc_net.net') ? c.ptr('skc_net.net') : undefined);
     if (family === AF_UNIX) {
       const u = unix.get(va);
-      const sv = sockOfSocket.get(va);
-      const ss = sv ? sv.num('state') : -1;
       rows.push({
         proto: 'unix',
-        state: st === TCP_LISTEN ? 'LISTEN' : (SS_STATES[ss] ?? (u?.peer ? 'CONNECTED' : 'UNCONNECTED')),
+        // as unix_seq_show: __SO_ACCEPTCON for listeners, else SS_* from sk_state and sk_socket
+        state:
+          st === TCP_LISTEN
+            ? 'LISTEN'
+            : sockt
+              ? st === TCP_ESTABLISHED
+                ? 'CONNECTED'
+                : 'UNCONNECTED'
+              : st === TCP_ESTABLISHED
+                ? 'CONNECTING'
+                : 'DISCONNECTING',
         local_address: u?.path ?? '',
         local_port: null,
         remote_address: '',
@@ -197,6 +229,7 @@ export async function listSockets(k: KernelObjects, opts: SocketsOptions = {}): 
         type: fv ? (SOCK_TYPES[fv.num('sk_type')] ?? String(fv.num('sk_type'))) : undefined,
         sock: va,
         found,
+        netns,
       });
       return;
     }
@@ -206,7 +239,7 @@ export async function listSockets(k: KernelObjects, opts: SocketsOptions = {}): 
       const p = fv.num('sk_protocol');
       origin = p === IPPROTO_TCP ? 'tcp' : p === IPPROTO_UDP ? 'udp' : undefined;
     }
-    if (!origin) return; // raw, sctp, …: not listed
+    if (!origin || origin === 'unix') return; // raw, sctp, …: not listed
     const v6 = family === AF_INET6;
     const proto = (origin + (v6 ? '6' : '')) as SocketProto;
     const state =
@@ -229,18 +262,98 @@ export async function listSockets(k: KernelObjects, opts: SocketsOptions = {}): 
       comms,
       sock: va,
       found,
+      netns,
     });
   });
   const order: Record<string, number> = { tcp: 0, tcp6: 1, udp: 2, udp6: 3, unix: 4 };
   rows.sort(
-    (a, b) => order[a.proto] - order[b.proto] || (a.local_port ?? 0) - (b.local_port ?? 0) || a.inode - b.inode,
+    (a, b) =>
+      order[a.proto] - order[b.proto] ||
+      (a.local_port ?? 0) - (b.local_port ?? 0) ||
+      a.inode - b.inode ||
+      (a.netns ?? 0) - (b.netns ?? 0),
   );
   return { rows, warnings };
 }
 
-type Walker = (head: bigint, member: string, nulls: boolean, origin: Origin, name: string, T?: Layout) => Promise<void>;
+/**
+ * The network namespaces: net_namespace_list (`struct net.list`), bounded; init_net alone when
+ * the list is missing, and always init_net (a broken list still yields it).
+ */
+async function listNetns(k: KernelObjects, max: number, warnings: string[]): Promise<Netns[]> {
+  const N = k.layout('net', [
+    'list',
+    'ns.inum',
+    'unx.table.buckets?',
+    'ipv4.tcp_death_row.hashinfo?',
+    'ipv4.udp_table?',
+  ]);
+  const out = new Map<bigint, Netns>();
+  const add = (v: StructView): void => {
+    out.set(v.va, { va: v.va, inum: v.num('ns.inum'), view: v });
+  };
+  if (k.hasGlobal('net_namespace_list')) {
+    const head = k.symbol('net_namespace_list');
+    const { items, error } = await k.collectList(head, N, 'list', { name: 'net_namespace_list', max });
+    items.forEach(add);
+    if (error) warnings.push(`net_namespace_list: ${error.message}`);
+  } else warnings.push('net_namespace_list not found: sockets of init_net only from the per-namespace tables');
+  if (k.hasGlobal('init_net')) {
+    const va = k.symbol('init_net');
+    if (!out.has(va)) {
+      try {
+        add(await k.read(va, N));
+      } catch (e) {
+        if (e instanceof PmiError) warnings.push(`init_net: ${e.message}`);
+        else throw e;
+      }
+    }
+  }
+  return [...out.values()];
+}
 
-/** Heads of non-empty buckets in an array of `count` buckets of `size` bytes whose head is at `headOff`. */
+/**
+ * `struct net *` → namespace inode number: from the namespace list, else read (a namespace
+ * being torn down is no longer on the list). Without skc_net (no CONFIG_NET_NS) every socket is
+ * in init_net.
+ */
+async function netnsResolver(
+  k: KernelObjects,
+  nets: Netns[],
+  netPtrs: bigint[],
+  warnings: string[],
+): Promise<(net: bigint | undefined) => number | null> {
+  const inum = new Map<bigint, number | null>(nets.map((n) => [n.va, n.inum]));
+  const missing = [...new Set(netPtrs)].filter((p) => p !== 0n && !inum.has(p));
+  if (missing.length > 0) {
+    const N = k.layout('net', ['ns.inum']);
+    (await k.readStructs(missing, N)).forEach((v, i) => {
+      if (v instanceof PmiError) {
+        warnings.push(`struct net at ${hex(missing[i])} unreadable: ${v.message}`);
+        inum.set(missing[i], null);
+      } else inum.set(missing[i], v.num('ns.inum'));
+    });
+  }
+  const initVa = k.hasGlobal('init_net') ? k.symbol('init_net') : undefined;
+  const initInum = initVa !== undefined ? (inum.get(initVa) ?? null) : null;
+  return (net) => (net === undefined ? initInum : (inum.get(net) ?? null));
+}
+
+/** Walk one hash chain; `accept` returns why an item is not one of the chain's socks (a warning), or null. */
+type Walker = (
+  head: bigint,
+  member: string,
+  nulls: boolean,
+  origin: Origin,
+  name: string,
+  T?: Layout,
+  accept?: (v: StructView) => string | null,
+) => Promise<void>;
+
+/**
+ * Heads of non-empty buckets in an array of `count` buckets of `size` bytes whose head is at
+ * `headOff`; none (and a warning naming `table`) when the array does not read.
+ */
 async function nonEmpty(
   k: KernelObjects,
   base: bigint,
@@ -248,8 +361,17 @@ async function nonEmpty(
   size: number,
   headOff: number,
   nulls: boolean,
+  table: string,
+  warnings: string[],
 ): Promise<bigint[]> {
-  const buf = await k.readBytes(base, count * size);
+  let buf: Uint8Array;
+  try {
+    buf = await k.readBytes(base, count * size);
+  } catch (e) {
+    if (!(e instanceof PmiError)) throw e;
+    warnings.push(`${table} (${count} buckets at ${hex(base)}) unreadable: ${e.message}`);
+    return [];
+  }
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.length);
   const out: bigint[] = [];
   for (let i = 0; i < count; i++) {
@@ -264,26 +386,68 @@ async function nonEmpty(
 /** Largest hash table read (buckets); a larger mask is taken as corrupt. */
 const MAX_BUCKETS = 1 << 24;
 
-async function tcpHash(k: KernelObjects, walk: Walker, warnings: string[]): Promise<void> {
-  if (!k.hasGlobal('tcp_hashinfo')) {
+/** Distinct non-NULL pointers, in order. */
+const distinct = (ptrs: bigint[]): bigint[] => [...new Set(ptrs.filter((p) => p !== 0n))];
+
+/**
+ * TCP: `tcp_hashinfo`, plus each namespace's `net->ipv4.tcp_death_row.hashinfo` (6.1+: a namespace
+ * may have its own established hash, `tcp_child_ehash_entries`; the listening hash stays shared).
+ * Each distinct ehash and lhash2 is walked once.
+ */
+async function tcpHash(k: KernelObjects, nets: Netns[], walk: Walker, warnings: string[]): Promise<void> {
+  const H = k.layout('inet_hashinfo', ['ehash', 'ehash_mask', 'lhash2?', 'lhash2_mask?', 'listening_hash?']);
+  const infos = distinct([
+    ...(k.hasGlobal('tcp_hashinfo') ? [k.symbol('tcp_hashinfo')] : []),
+    ...nets.map((n) => (n.view.has('ipv4.tcp_death_row.hashinfo') ? n.view.ptr('ipv4.tcp_death_row.hashinfo') : 0n)),
+  ]);
+  if (infos.length === 0) {
     warnings.push('tcp_hashinfo not found: TCP sockets only from fd tables');
     return;
   }
-  const H = k.layout('inet_hashinfo', ['ehash', 'ehash_mask', 'lhash2?', 'lhash2_mask?', 'listening_hash?']);
-  const h = await k.global('tcp_hashinfo', H);
+  const seen = new Set<bigint>();
+  for (const va of infos) {
+    let h: StructView;
+    try {
+      h = await k.read(va, H);
+    } catch (e) {
+      if (e instanceof PmiError) {
+        warnings.push(`inet_hashinfo at ${hex(va)}: ${e.message}`);
+        continue;
+      }
+      throw e;
+    }
+    await tcpHashinfo(k, h, H, seen, walk, warnings);
+  }
+}
+
+async function tcpHashinfo(
+  k: KernelObjects,
+  h: StructView,
+  H: Layout,
+  seen: Set<bigint>,
+  walk: Walker,
+  warnings: string[],
+): Promise<void> {
   // established (and time-wait, request socks): hlist_nulls chains through sock_common.skc_nulls_node
   const eMask = h.num('ehash_mask');
-  if (eMask + 1 > MAX_BUCKETS) warnings.push(`tcp ehash_mask ${eMask} implausible: established sockets skipped`);
+  const ehash = h.ptr('ehash');
+  if (seen.has(ehash)) {
+    // shared with a namespace already walked
+  } else if (eMask + 1 > MAX_BUCKETS) warnings.push(`tcp ehash_mask ${eMask} implausible: established sockets skipped`);
   else {
+    seen.add(ehash);
     const bsize = k.btf.sizeOf(k.btf.findType('inet_ehash_bucket', 'struct')!);
     const chainOff = k.btf.fieldOffset('inet_ehash_bucket', 'chain');
-    for (const b of await nonEmpty(k, h.ptr('ehash'), eMask + 1, bsize, chainOff, true))
+    for (const b of await nonEmpty(k, ehash, eMask + 1, bsize, chainOff, true, 'tcp ehash', warnings))
       await walk(b + BigInt(chainOff), 'skc_nulls_node', true, 'tcp', `tcp ehash bucket ${hex(b)}`);
   }
   // listening: lhash2 (buckets keyed by port+addr) — with nulls_head (hlist_nulls through
   // skc_nulls_node) or head (hlist through inet_connection_sock.icsk_listen_portaddr_node)
   const LB = 'inet_listen_hashbucket';
   if (H.has('lhash2') && !h.isNull('lhash2')) {
+    const lhash2 = h.ptr('lhash2');
+    if (seen.has(lhash2)) return;
+    seen.add(lhash2);
     const lMask = h.num('lhash2_mask');
     if (lMask + 1 > MAX_BUCKETS) {
       warnings.push(`tcp lhash2_mask ${lMask} implausible: listening sockets skipped`);
@@ -292,69 +456,149 @@ async function tcpHash(k: KernelObjects, walk: Walker, warnings: string[]): Prom
     const bsize = k.btf.sizeOf(k.btf.findType(LB, 'struct')!);
     if (k.hasField(LB, 'nulls_head')) {
       const off = k.btf.fieldOffset(LB, 'nulls_head');
-      for (const b of await nonEmpty(k, h.ptr('lhash2'), lMask + 1, bsize, off, true))
+      for (const b of await nonEmpty(k, lhash2, lMask + 1, bsize, off, true, 'tcp lhash2', warnings))
         await walk(b + BigInt(off), 'skc_nulls_node', true, 'tcp', `tcp lhash2 bucket ${hex(b)}`);
     } else {
       // older layout: hlist through inet_connection_sock.icsk_listen_portaddr_node (the sock is at offset 0)
       const off = k.btf.fieldOffset(LB, 'head');
       const I = k.layout('inet_connection_sock', ['icsk_listen_portaddr_node']);
-      for (const b of await nonEmpty(k, h.ptr('lhash2'), lMask + 1, bsize, off, false))
+      for (const b of await nonEmpty(k, lhash2, lMask + 1, bsize, off, false, 'tcp lhash2', warnings))
         await walk(b + BigInt(off), 'icsk_listen_portaddr_node', false, 'tcp', `tcp lhash2 bucket ${hex(b)}`, I);
     }
   } else if (H.has('listening_hash')) {
-    warnings.push('tcp listening_hash (older kernels) is not walked: listening sockets only from fd tables');
+    const msg = 'tcp listening_hash (older kernels) is not walked: listening sockets only from fd tables';
+    if (!warnings.includes(msg)) warnings.push(msg);
   }
 }
 
-async function udpHash(k: KernelObjects, walk: Walker, warnings: string[]): Promise<void> {
-  if (!k.symbols.get('udp_table') || !k.hasType('udp_table')) {
+/** UDP: `udp_table`, plus each namespace's `net->ipv4.udp_table` (6.2+, `udp_child_hash_entries`). */
+async function udpHash(k: KernelObjects, nets: Netns[], walk: Walker, warnings: string[]): Promise<void> {
+  if (!k.hasType('udp_table')) {
     warnings.push('udp_table not found: UDP sockets only from fd tables');
     return;
   }
-  if (!k.globalSpec('udp_table')) k.defineGlobal('udp_table', { type: 'udp_table' });
-  const U = await k.global('udp_table', k.layout('udp_table', ['hash', 'mask']));
-  const mask = U.num('mask');
-  if (mask + 1 > MAX_BUCKETS) {
-    warnings.push(`udp_table mask ${mask} implausible: UDP sockets only from fd tables`);
+  const tables = distinct([
+    ...(k.symbols.get('udp_table') ? [k.symbol('udp_table')] : []),
+    ...nets.map((n) => (n.view.has('ipv4.udp_table') ? n.view.ptr('ipv4.udp_table') : 0n)),
+  ]);
+  if (tables.length === 0) {
+    warnings.push('udp_table not found: UDP sockets only from fd tables');
     return;
   }
+  const U = k.layout('udp_table', ['hash', 'mask']);
   const size = k.btf.sizeOf(k.btf.findType('udp_hslot', 'struct')!);
   const off = k.btf.fieldOffset('udp_hslot', 'head');
-  for (const b of await nonEmpty(k, U.ptr('hash'), mask + 1, size, off, false))
-    await walk(b + BigInt(off), 'skc_node', false, 'udp', `udp_table slot ${hex(b)}`);
+  for (const va of tables) {
+    let t: StructView;
+    try {
+      t = await k.read(va, U);
+    } catch (e) {
+      if (e instanceof PmiError) {
+        warnings.push(`udp_table at ${hex(va)}: ${e.message}`);
+        continue;
+      }
+      throw e;
+    }
+    const mask = t.num('mask');
+    if (mask + 1 > MAX_BUCKETS) {
+      warnings.push(`udp_table mask ${mask} implausible: UDP sockets only from fd tables`);
+      continue;
+    }
+    for (const b of await nonEmpty(k, t.ptr('hash'), mask + 1, size, off, false, 'udp_table', warnings))
+      await walk(b + BigInt(off), 'skc_node', false, 'udp', `udp_table slot ${hex(b)}`);
+  }
+}
+
+/** Largest power of two ≤ n (n ≥ 1). */
+const floorPow2 = (n: number): number => 2 ** Math.floor(Math.log2(n));
+
+/**
+ * Buckets of a namespace's unix table (`net->unx.table.buckets`, 6.0+): UNIX_HASH_SIZE, a #define
+ * BTF does not carry. The kernel sizes its static `bsd_socket_buckets` (the bound-path hash) as
+ * UNIX_HASH_SIZE / 2, so the table has twice that symbol's span in `hlist_head`s.
+ */
+async function unixTableSize(k: KernelObjects, warnings: string[]): Promise<number> {
+  const DEFAULT = 512;
+  if (k.symbols.get('bsd_socket_buckets')) {
+    if (!k.globalSpec('bsd_socket_buckets'))
+      k.defineGlobal('bsd_socket_buckets', { type: 'hlist_head', shape: 'array', count: 'symbol', maxCount: 1 << 16 });
+    const n = (await k.globalInfo('bsd_socket_buckets')).count ?? 0;
+    if (n >= 1) return 2 * floorPow2(n);
+  }
+  warnings.push(`unix table size not derivable (no bsd_socket_buckets symbol): assuming ${DEFAULT} buckets`);
+  return DEFAULT;
+}
+
+/**
+ * Unix sockets: every namespace's `net->unx.table.buckets` (6.0+), or the global
+ * `unix_socket_table` of older kernels; socks are linked through `sock_common.skc_node`. Every sock
+ * of the chain must be AF_UNIX and (per-namespace tables) of that namespace, else it is left out
+ * with a warning (a wrong table size or a changing target).
+ */
+async function unixHash(k: KernelObjects, nets: Netns[], C: Layout, walk: Walker, warnings: string[]): Promise<void> {
+  const headSize = k.btf.sizeOf(k.btf.findType('hlist_head', 'struct')!);
+  const firstOff = k.btf.fieldOffset('hlist_head', 'first');
+  const notUnix = (v: StructView): string | null =>
+    v.num('skc_family') === AF_UNIX
+      ? null
+      : `sock at ${hex(v.va)} has family ${v.num('skc_family')}, not AF_UNIX: skipped`;
+  const perNs = nets.filter((n) => n.view.has('unx.table.buckets'));
+  if (perNs.length > 0) {
+    const size = await unixTableSize(k, warnings);
+    for (const n of perNs) {
+      const buckets = n.view.ptr('unx.table.buckets');
+      if (buckets === 0n) continue; // namespace being set up or torn down
+      const accept = (v: StructView): string | null =>
+        notUnix(v) ??
+        (C.has('skc_net.net') && v.ptr('skc_net.net') !== n.va
+          ? `sock at ${hex(v.va)} is not in netns ${n.inum}: skipped`
+          : null);
+      const table = `unix table of netns ${n.inum}`;
+      for (const b of await nonEmpty(k, buckets, size, headSize, firstOff, false, table, warnings))
+        await walk(b + BigInt(firstOff), 'skc_node', false, 'unix', `unix table bucket ${hex(b)}`, C, accept);
+    }
+    return;
+  }
+  if (k.symbols.get('unix_socket_table')) {
+    if (!k.globalSpec('unix_socket_table'))
+      k.defineGlobal('unix_socket_table', { type: 'hlist_head', shape: 'array', count: 'symbol', maxCount: 1 << 16 });
+    const g = await k.globalInfo('unix_socket_table');
+    const count = floorPow2(Math.max(1, g.count ?? 1));
+    for (const b of await nonEmpty(k, g.va, count, headSize, firstOff, false, 'unix_socket_table', warnings))
+      await walk(b + BigInt(firstOff), 'skc_node', false, 'unix', `unix_socket_table bucket ${hex(b)}`, C, notUnix);
+    return;
+  }
+  warnings.push('no unix socket table (net.unx.table, unix_socket_table): unix sockets only from fd tables');
 }
 
 interface UnixInfo {
   path: string;
-  peer: boolean;
 }
 
-/** Bound path (or "@abstract") and peer of unix socks. */
+/** Bound path of unix socks, as unix_seq_show prints it. */
 async function unixInfo(k: KernelObjects, socks: bigint[]): Promise<Map<bigint, UnixInfo>> {
   const out = new Map<bigint, UnixInfo>();
   if (socks.length === 0 || !k.hasType('unix_sock')) return out;
-  const U: Layout = k.layout('unix_sock', ['addr.len', 'peer']);
+  const U: Layout = k.layout('unix_sock', ['addr.len']);
   const views = await k.readStructs(socks, U);
   const nameOff = BigInt(k.btf.fieldOffset('unix_address', 'name'));
   const ops: { va: bigint; buf: Uint8Array; sock: bigint }[] = [];
   views.forEach((v, i) => {
     if (v instanceof PmiError) return;
-    out.set(socks[i], { path: '', peer: !v.isNull('peer') });
+    out.set(socks[i], { path: '' });
     if (!v.reached('addr.len')) return;
-    const len = Math.min(v.num('addr.len'), 110);
+    // addr->len covers sun_family (2 bytes) and the name; a path's name includes its NUL
+    const len = Math.min(v.num('addr.len'), 112);
     if (len > 2) ops.push({ va: v.ptr('addr') + nameOff, buf: new Uint8Array(len), sock: socks[i] });
   });
   const bad = new Set((await k.paging.readVirtualBatch(ops)).map((f) => f.index));
   ops.forEach((op, i) => {
     if (bad.has(i)) return;
     const p = Buffer.from(op.buf.subarray(2)); // after sun_family
-    let path: string;
-    if (p[0] === 0) path = '@' + p.subarray(1).toString('latin1');
-    else {
-      const nul = p.indexOf(0);
-      path = (nul >= 0 ? p.subarray(0, nul) : p).toString('utf8');
-    }
-    out.get(op.sock)!.path = path;
+    // abstract: '@' then the name; a path: without its NUL; NUL bytes inside shown as '@'
+    const name = p[0] === 0 ? p.subarray(1) : p.subarray(0, p.length - 1);
+    const text = Buffer.from(name.map((b) => (b === 0 ? 0x40 : b))).toString('utf8');
+    out.get(op.sock)!.path = (p[0] === 0 ? '@' : '') + text;
   });
   return out;
 }
