@@ -58,7 +58,7 @@ const LAT_N = Number(opt('lat-n', quick ? '300' : '20000'));
 const PORT_BASE = Number(opt('port-base', '61000'));
 const HOST = '127.0.0.2';
 const TAGS_LIST = (opt('tags', quick ? '16' : '1,4,16,64') || '').split(',').map(Number);
-const VARIANTS = opt('variants', quick ? 'cli' : 'dgram,native,native+mps').split(',');
+const VARIANTS = opt('variants', quick ? 'cli' : 'dgram,native+mps,c').split(',');
 const withC = !flag('no-c');
 const CLIENT_PARAMS = opt('client-params', ''); // appended to the nettlp:// URI, e.g. "timeout=20&retries=20"
 const log = (...a) => console.error(...a);
@@ -136,7 +136,27 @@ async function startAdapterChild({ mps, variant }) {
           path.join(here, 'adapter-child.mjs'),
           JSON.stringify({ file, listen: HOST, portBase: PORT_BASE, tags: 256, mps, variant }),
         ];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // `c` = the minimal C completer (c/nettlp_bench.c serve): the far side at its cheapest, the ceiling.
+  const child =
+    variant === 'c'
+      ? spawn(
+          cBin,
+          [
+            'serve',
+            '--listen',
+            HOST,
+            '--port-base',
+            String(PORT_BASE),
+            '--tags',
+            '256',
+            '--mps',
+            String(mps),
+            '--file',
+            file,
+          ],
+          { stdio: ['ignore', 'pipe', 'pipe'] },
+        )
+      : spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   child.stderr.on('data', (d) => (err += d));
   await new Promise((resolve, reject) => {

@@ -7,22 +7,32 @@
  *
  *   nettlp_bench latency    --host IP --port-base P [--local IP] [--n N] [--size S] [--addr A] [--span B]
  *   nettlp_bench throughput --host IP --port-base P [--local IP] --tags T --mrrs R --bytes B [--span B]
+ *   nettlp_bench serve      --listen IP --port-base P --file F [--tags T] [--mps M] [--spin US] [--seconds S]
  *
  * latency: N single reads of S bytes (default 4) at addresses stepping through [0, span), one
  * outstanding, tag 0; prints median/p99 in microseconds. throughput: T tags, one outstanding MRd
  * (MRRS bytes, sequential addresses wrapping in [0, span)) per tag, epoll over the tag sockets,
- * until B bytes have been read. Output: one JSON line on stdout. Build: gcc -O2 -o nettlp_bench nettlp_bench.c
+ * until B bytes have been read. serve: a minimal completer — the best case for the far side: the file
+ * mmapped, per-tag sockets in one epoll set, recvmmsg, each MRd answered with CplDs cut at MPS-aligned
+ * boundaries and sent with one sendmmsg, stamped with a monotonic timestamp; UR outside the file. With
+ * --spin it busy-waits that many µs for the next request before sleeping. It prints "listening" when
+ * ready and, at SIGTERM or after --seconds, one JSON line with its counters and CPU. Output: one JSON
+ * line on stdout. Build: gcc -O2 -o nettlp_bench nettlp_bench.c
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -130,11 +140,147 @@ static const char *arg(int argc, char **argv, const char *k, const char *def) {
   return def;
 }
 
+
+/* ------------------------------------------------------------------ serve: a minimal completer */
+static volatile sig_atomic_t stop_serving;
+static void on_term(int sig) { (void)sig; stop_serving = 1; }
+
+static int encode_cpl(uint8_t *b, uint32_t ts, const uint8_t *t, int status, int bc, int la, const uint8_t *data, int n) {
+  b[0] = 0; b[1] = 0;
+  b[2] = ts >> 24; b[3] = ts >> 16; b[4] = ts >> 8; b[5] = ts;
+  uint8_t *c = b + HDR;
+  int lead = la & 3;
+  int lenw = data ? (lead + n + 3) >> 2 : 0;
+  c[0] = data ? 0x4a : 0x0a;
+  c[1] = 0;
+  c[2] = (lenw >> 8) & 3;
+  c[3] = lenw & 0xff;
+  c[4] = 0; c[5] = 0; /* completer 00:00 */
+  c[6] = (status << 5) | ((bc >> 8) & 0xf);
+  c[7] = bc & 0xff;
+  c[8] = t[4]; c[9] = t[5]; /* requester */
+  c[10] = t[6];             /* tag */
+  c[11] = la & 0x7f;
+  if (!data) return HDR + 12;
+  memset(c + 12, 0, lenw * 4);
+  memcpy(c + 12 + lead, data, n);
+  return HDR + 12 + lenw * 4;
+}
+
+static int serve(int argc, char **argv) {
+  const char *listen_ip = arg(argc, argv, "--listen", "127.0.0.2");
+  int pb = atoi(arg(argc, argv, "--port-base", "12288"));
+  int tags = atoi(arg(argc, argv, "--tags", "256"));
+  int mps = atoi(arg(argc, argv, "--mps", "256"));
+  double spin = atof(arg(argc, argv, "--spin", "0"));
+  double seconds = atof(arg(argc, argv, "--seconds", "0"));
+  const char *file = arg(argc, argv, "--file", NULL);
+  if (!file || tags < 1 || tags > MAXTAGS || mps < 128 || mps > 4096) { fprintf(stderr, "serve: --file, tags 1..256, mps 128..4096\n"); return 2; }
+  int ffd = open(file, 0);
+  struct stat st;
+  if (ffd < 0 || fstat(ffd, &st) < 0) { perror(file); return 2; }
+  uint64_t size = st.st_size;
+  const uint8_t *mem = mmap(NULL, size, PROT_READ, MAP_SHARED, ffd, 0);
+  if (mem == MAP_FAILED) { perror("mmap"); return 2; }
+  int ep = epoll_create1(0), fds[MAXTAGS];
+  for (int t = 0; t < tags; t++) {
+    fds[t] = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+    int rcv = 4 << 20;
+    setsockopt(fds[t], SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(pb + t);
+    inet_pton(AF_INET, listen_ip, &a.sin_addr);
+    if (bind(fds[t], (struct sockaddr *)&a, sizeof a) < 0) { fprintf(stderr, "bind %s:%d: %s\n", listen_ip, pb + t, strerror(errno)); return 2; }
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = t};
+    epoll_ctl(ep, EPOLL_CTL_ADD, fds[t], &ev);
+  }
+  signal(SIGTERM, on_term);
+  signal(SIGINT, on_term);
+  printf("listening on %s ports %d-%d\n", listen_ip, pb, pb + tags - 1);
+  fflush(stdout);
+  enum { RX = 64, TXMAX = 64 };
+  static uint8_t rxb[RX][64], txb[TXMAX][HDR + 16 + 4096];
+  struct mmsghdr rm[RX], sm[TXMAX];
+  struct iovec riov[RX], siov[TXMAX];
+  struct sockaddr_in from[RX];
+  long requests = 0, completions = 0, spins = 0;
+  double start = now_us(), end = seconds > 0 ? start + seconds * 1e6 : 0;
+  uint32_t ts = 1;
+  struct epoll_event evs[MAXTAGS];
+  while (!stop_serving && (end == 0 || now_us() < end)) {
+    int k = epoll_wait(ep, evs, MAXTAGS, 0);
+    if (k == 0 && spin > 0) {
+      double until = now_us() + spin;
+      while (k == 0 && now_us() < until) k = epoll_wait(ep, evs, MAXTAGS, 0);
+      spins++;
+    }
+    if (k == 0) k = epoll_wait(ep, evs, MAXTAGS, 100);
+    for (int i = 0; i < k; i++) {
+      int t = evs[i].data.u32;
+      for (int j = 0; j < RX; j++) {
+        riov[j].iov_base = rxb[j]; riov[j].iov_len = sizeof rxb[j];
+        memset(&rm[j].msg_hdr, 0, sizeof rm[j].msg_hdr);
+        rm[j].msg_hdr.msg_iov = &riov[j]; rm[j].msg_hdr.msg_iovlen = 1;
+        rm[j].msg_hdr.msg_name = &from[j]; rm[j].msg_hdr.msg_namelen = sizeof from[j];
+      }
+      int got = recvmmsg(fds[t], rm, RX, MSG_DONTWAIT, NULL);
+      for (int j = 0; j < got; j++) {
+        const uint8_t *q = rxb[j] + HDR;
+        if (rm[j].msg_len < HDR + 12 || (q[0] & 0xdf) != 0x00) continue; /* MRd 3DW/4DW only */
+        int lenw = ((q[2] & 3) << 8) | q[3];
+        if (lenw == 0) lenw = 1024;
+        int fbe = q[7] & 0xf, lbe = q[7] >> 4;
+        uint64_t addr;
+        if (q[0] & 0x20) addr = ((uint64_t)(((uint32_t)q[8] << 24) | (q[9] << 16) | (q[10] << 8) | q[11]) << 32) | (((uint32_t)q[12] << 24) | (q[13] << 16) | (q[14] << 8) | (q[15] & 0xfc));
+        else addr = ((uint32_t)q[8] << 24) | (q[9] << 16) | (q[10] << 8) | (q[11] & 0xfc);
+        int lead = fbe ? __builtin_ctz(fbe) : 0;
+        int count = lenw == 1 ? (fbe ? 32 - __builtin_clz(fbe) - lead : 0) : lenw * 4 - lead - (lbe ? __builtin_clz(lbe) - 28 : 4);
+        uint64_t a = addr + lead;
+        requests++;
+        int nd = 0;
+        if (count <= 0 || a + count > size) {
+          siov[0].iov_base = txb[0];
+          siov[0].iov_len = encode_cpl(txb[0], ts++, q, 1, count > 0 ? count : 4, a, NULL, 0);
+          nd = 1;
+        } else {
+          int left = count;
+          uint64_t cur = a;
+          while (left > 0 && nd < TXMAX) {
+            uint64_t stop = ((cur & ~3ULL) / mps + 1) * mps; /* next MPS boundary from the DW-aligned start */
+            int n = stop - cur < (uint64_t)left ? (int)(stop - cur) : left;
+            siov[nd].iov_base = txb[nd];
+            siov[nd].iov_len = encode_cpl(txb[nd], ts++, q, 0, left, cur, mem + cur, n);
+            nd++;
+            cur += n;
+            left -= n;
+          }
+        }
+        for (int d = 0; d < nd; d++) {
+          memset(&sm[d].msg_hdr, 0, sizeof sm[d].msg_hdr);
+          sm[d].msg_hdr.msg_iov = &siov[d]; sm[d].msg_hdr.msg_iovlen = 1;
+          sm[d].msg_hdr.msg_name = &from[j]; sm[d].msg_hdr.msg_namelen = sizeof from[j];
+        }
+        for (int sent = 0; sent < nd;) {
+          int r = sendmmsg(fds[t], sm + sent, nd - sent, 0);
+          if (r <= 0) break;
+          sent += r;
+        }
+        completions += nd;
+      }
+    }
+  }
+  double s = (now_us() - start) / 1e6;
+  printf("{\"mode\":\"serve\",\"seconds\":%.3f,\"requests\":%ld,\"completions\":%ld,\"cpu_s\":%.3f}\n", s, requests, completions, cpu_s());
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: %s latency|throughput --host IP --port-base P [...]\n", argv[0]);
+    fprintf(stderr, "usage: %s latency|throughput|serve --host IP --port-base P [...]\n", argv[0]);
     return 2;
   }
+  if (!strcmp(argv[1], "serve")) return serve(argc, argv);
   const char *host = arg(argc, argv, "--host", "127.0.0.2");
   const char *local = arg(argc, argv, "--local", "127.0.0.1");
   int pb = atoi(arg(argc, argv, "--port-base", "12288"));

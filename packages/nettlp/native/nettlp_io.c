@@ -21,6 +21,7 @@
 #define NAPI_VERSION 8
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <arpa/inet.h>
 #include <node_api.h>
 #include <poll.h>
@@ -33,6 +34,18 @@
 #include <uv.h>
 
 #define MAX_SOCKETS 256
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+/* UDP GSO: at most this many equal datagrams per send (the kernel's limit is 64 or more), and bytes. */
+#define GSO_MAX_SEGS 64
+#define GSO_MAX_BYTES 60000
+/* UDP GRO receive: coalesced buffers per recvmmsg and their size (a GSO send is at most ~64 KiB). */
+#define GRO_MSGS 16
+#define GRO_BUF 65536
 
 typedef struct {
   napi_env env;
@@ -49,6 +62,15 @@ typedef struct {
   struct iovec *riov, *siov;
   struct sockaddr_in *raddr, *saddr;
   int started, closing;
+  /* gso: send runs of equal completions to one peer as one UDP_SEGMENT send (cleared if the kernel
+   * refuses). gro: client sockets take coalesced receives, split here into rx slots. */
+  int gso, gro;
+  uint8_t *gro_buf;
+  struct mmsghdr gro_msgs[GRO_MSGS];
+  struct iovec gro_iov[GRO_MSGS];
+  struct sockaddr_in gro_addr[GRO_MSGS];
+  char gro_ctl[GRO_MSGS][CMSG_SPACE(sizeof(int))];
+  double gso_sends, gro_segments;
   /* Busy-wait after a batch (µs; 0 = off), and its back-off when waits keep finding nothing. */
   double spin_us, spin_paused_until;
   int spin_misses;
@@ -106,6 +128,7 @@ static void finalize(napi_env env, void *data, void *hint) {
     free(io->siov);
     free(io->raddr);
     free(io->saddr);
+    free(io->gro_buf);
     free(io);
   }
   /* else: a started handle is freed by its close callback (JS must call close()). */
@@ -168,6 +191,10 @@ static napi_value io_open(napi_env env, napi_callback_info info) {
   if (rxml / 16 < io->rx_slots) io->rx_slots = rxml / 16;
   io->tx_slots = txl / slot_size;
   if (txml / 16 < io->tx_slots) io->tx_slots = txml / 16;
+  /* PMI_NETTLP_GSO=0: no GSO sends and no GRO receives (for comparisons). */
+  const char *gso_env = getenv("PMI_NETTLP_GSO");
+  int gso_ok = !(gso_env && gso_env[0] == '0');
+  io->gso = gso_ok;
   io->rmsgs = calloc(io->rx_slots, sizeof(struct mmsghdr));
   io->riov = calloc(io->rx_slots, sizeof(struct iovec));
   io->raddr = calloc(io->rx_slots, sizeof(struct sockaddr_in));
@@ -216,6 +243,12 @@ static napi_value io_open(napi_env env, napi_callback_info info) {
         snprintf(what, sizeof what, "connect %s:%d", peer_ip, port_base + i);
         return throw_errno(env, what, e);
       }
+      /* Completions of one request sent as one GSO burst arrive as one buffer (split in receive_gro). */
+      int one = 1;
+      if (gso_ok && setsockopt(fd, IPPROTO_UDP, UDP_GRO, &one, sizeof one) == 0 && !io->gro_buf) {
+        io->gro_buf = malloc((size_t)GRO_MSGS * GRO_BUF);
+        io->gro = io->gro_buf != NULL;
+      }
     }
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
     if (epoll_ctl(io->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
@@ -242,6 +275,62 @@ static double now_us(void) {
   return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }
 
+/* GRO sockets: receive coalesced buffers and split them into rx slots at the segment size the
+ * kernel reports (each segment is one datagram as sent). Only takes as many buffers as the free
+ * slots can hold in the worst case. Returns the slots filled. */
+static uint32_t receive_gro(io_t *io, uint32_t idx, uint32_t n) {
+  uint32_t start = n;
+  for (;;) {
+    uint32_t room = io->rx_slots - n;
+    uint32_t vlen = room / GSO_MAX_SEGS;
+    if (vlen == 0) break;
+    if (vlen > GRO_MSGS) vlen = GRO_MSGS;
+    for (uint32_t j = 0; j < vlen; j++) {
+      io->gro_iov[j].iov_base = io->gro_buf + (size_t)j * GRO_BUF;
+      io->gro_iov[j].iov_len = GRO_BUF;
+      struct msghdr *h = &io->gro_msgs[j].msg_hdr;
+      memset(h, 0, sizeof *h);
+      h->msg_iov = &io->gro_iov[j];
+      h->msg_iovlen = 1;
+      h->msg_name = &io->gro_addr[j];
+      h->msg_namelen = sizeof(struct sockaddr_in);
+      h->msg_control = io->gro_ctl[j];
+      h->msg_controllen = sizeof io->gro_ctl[j];
+    }
+    int got = recvmmsg(io->fds[idx], io->gro_msgs, vlen, MSG_DONTWAIT, NULL);
+    if (got <= 0) {
+      if (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK) io->recv_errors++;
+      break;
+    }
+    for (int j = 0; j < got; j++) {
+      struct msghdr *h = &io->gro_msgs[j].msg_hdr;
+      uint32_t len = io->gro_msgs[j].msg_len;
+      uint32_t seg = len;
+      for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c))
+        if (c->cmsg_level == IPPROTO_UDP && c->cmsg_type == UDP_GRO) {
+          int v;
+          memcpy(&v, CMSG_DATA(c), sizeof v);
+          if (v > 0) seg = (uint32_t)v;
+        }
+      const uint8_t *b = io->gro_buf + (size_t)j * GRO_BUF;
+      for (uint32_t off = 0; off < len && n < io->rx_slots; off += seg) {
+        uint32_t dl = len - off < seg ? len - off : seg;
+        uint32_t *m = io->rx_meta + (size_t)n * 4;
+        m[0] = idx;
+        m[1] = dl <= io->slot_size ? dl : io->slot_size + 1; /* too long: JS drops it */
+        m[2] = ntohl(io->gro_addr[j].sin_addr.s_addr);
+        m[3] = ntohs(io->gro_addr[j].sin_port);
+        memcpy(io->rx + (size_t)n * io->slot_size, b + off, dl <= io->slot_size ? dl : io->slot_size);
+        n++;
+        if (seg != len) io->gro_segments++;
+      }
+      if (h->msg_flags & MSG_TRUNC) io->recv_errors++;
+    }
+    if ((uint32_t)got < vlen) break;
+  }
+  return n - start;
+}
+
 /* Drain ready sockets into the rx area; returns the number of datagrams received. */
 static uint32_t receive_batch(io_t *io) {
   struct epoll_event evs[MAX_SOCKETS];
@@ -249,6 +338,10 @@ static uint32_t receive_batch(io_t *io) {
   int k = epoll_wait(io->epfd, evs, MAX_SOCKETS, 0);
   for (int i = 0; i < k && n < io->rx_slots; i++) {
     uint32_t idx = evs[i].data.u32;
+    if (io->gro) {
+      n += receive_gro(io, idx, n);
+      continue;
+    }
     uint32_t room = io->rx_slots - n;
     for (uint32_t j = 0; j < room; j++) {
       io->riov[n + j].iov_base = io->rx + (size_t)(n + j) * io->slot_size;
@@ -378,6 +471,81 @@ static napi_value io_poll(napi_env env, napi_callback_info info) {
   return r;
 }
 
+/* End (exclusive) of the GSO group starting at k in [k, j): same peer, equal lengths (the last may be
+ * shorter), bounded count and bytes. A group of 1 means "send it plainly". */
+static uint32_t gso_group_end(io_t *io, uint32_t k, uint32_t j) {
+  const uint32_t *mk = io->tx_meta + (size_t)k * 4;
+  uint32_t len = mk[1], total = mk[1], g = k + 1;
+  while (g < j && g - k < GSO_MAX_SEGS) {
+    const uint32_t *mg = io->tx_meta + (size_t)g * 4;
+    if (mg[2] != mk[2] || mg[3] != mk[3] || mg[1] > len || total + mg[1] > GSO_MAX_BYTES) break;
+    total += mg[1];
+    g++;
+    if (mg[1] < len) break; /* a shorter datagram can only end a group */
+  }
+  return g;
+}
+
+static int wait_writable(int fd, int *stalls) {
+  if ((errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) || *stalls >= 4) return 0;
+  struct pollfd pf = {.fd = fd, .events = POLLOUT};
+  poll(&pf, 1, 1); /* send queue full: wait a moment, as a blocking send would */
+  (*stalls)++;
+  return 1;
+}
+
+/* One UDP_SEGMENT send of tx slots [k, g). 0 = sent, -1 = the kernel does not support it (nothing
+ * sent), 1 = another error (nothing sent). */
+static int send_gso(io_t *io, int fd, uint32_t k, uint32_t g) {
+  char ctl[CMSG_SPACE(sizeof(uint16_t))];
+  memset(ctl, 0, sizeof ctl);
+  struct msghdr h;
+  memset(&h, 0, sizeof h);
+  h.msg_iov = &io->siov[k];
+  h.msg_iovlen = g - k;
+  h.msg_name = io->smsgs[k].msg_hdr.msg_name;
+  h.msg_namelen = io->smsgs[k].msg_hdr.msg_namelen;
+  h.msg_control = ctl;
+  h.msg_controllen = sizeof ctl;
+  struct cmsghdr *c = CMSG_FIRSTHDR(&h);
+  c->cmsg_level = IPPROTO_UDP; /* = SOL_UDP */
+  c->cmsg_type = UDP_SEGMENT;
+  c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+  uint16_t seg = (uint16_t)io->siov[k].iov_len;
+  memcpy(CMSG_DATA(c), &seg, sizeof seg);
+  int stalls = 0;
+  for (;;) {
+    ssize_t r = sendmsg(fd, &h, MSG_DONTWAIT);
+    io->tx_calls++;
+    if (r >= 0) {
+      io->gso_sends++;
+      return 0;
+    }
+    if (errno == EINVAL || errno == EIO || errno == ENOPROTOOPT || errno == EOPNOTSUPP) return -1;
+    if (!wait_writable(fd, &stalls)) return 1;
+  }
+}
+
+/* sendmmsg of tx slots [i, e); returns how many the kernel refused. */
+static uint32_t send_plain(io_t *io, int fd, uint32_t i, uint32_t e) {
+  uint32_t failed = 0;
+  int stalls = 0;
+  while (i < e) {
+    int sent = sendmmsg(fd, &io->smsgs[i], e - i, MSG_DONTWAIT);
+    io->tx_calls++;
+    if (sent < 0) {
+      if (wait_writable(fd, &stalls)) continue;
+      /* e.g. ECONNREFUSED from an ICMP error queued by an earlier datagram: skip this one */
+      failed++;
+      io->send_errors++;
+      i++;
+      continue;
+    }
+    i += sent;
+  }
+  return failed;
+}
+
 /* flush(handle, n): send tx slots 0..n-1; returns the number the kernel refused. */
 static napi_value io_flush(napi_env env, napi_callback_info info) {
   size_t argc = 2;
@@ -407,7 +575,6 @@ static napi_value io_flush(napi_env env, napi_callback_info info) {
       }
     }
     uint32_t i = 0;
-    int stalls = 0;
     while (i < n) {
       uint32_t idx = io->tx_meta[(size_t)i * 4];
       uint32_t j = i + 1;
@@ -417,22 +584,33 @@ static napi_value io_flush(napi_env env, napi_callback_info info) {
         i = j;
         continue;
       }
-      int sent = sendmmsg(io->fds[idx], &io->smsgs[i], j - i, MSG_DONTWAIT);
-      io->tx_calls++;
-      if (sent < 0) {
-        if ((errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) && stalls < 4) {
-          struct pollfd pf = {.fd = io->fds[idx], .events = POLLOUT};
-          poll(&pf, 1, 1); /* send queue full: wait a moment, as a blocking send would */
-          stalls++;
-          continue;
+      /* Within the socket's run: groups of equal-length datagrams to one peer go out as one GSO
+       * send (the kernel cuts them into the same datagrams), the rest with sendmmsg. */
+      uint32_t k = i;
+      while (k < j) {
+        uint32_t g = io->gso ? gso_group_end(io, k, j) : k + 1;
+        if (g - k >= 2) {
+          int r = send_gso(io, io->fds[idx], k, g);
+          if (r == 0) {
+            k = g;
+            continue;
+          }
+          if (r < 0) { /* the kernel cannot do it: plain sends from now on */
+            io->gso = 0;
+            g = k + 1;
+          } else { /* a real send error: count it, go on */
+            failed += g - k;
+            io->send_errors++;
+            k = g;
+            continue;
+          }
         }
-        /* e.g. ECONNREFUSED from an ICMP error queued by an earlier datagram: skip this one */
-        failed++;
-        io->send_errors++;
-        i++;
-        continue;
+        uint32_t e = k + 1;
+        while (e < j && (!io->gso || gso_group_end(io, e, j) - e < 2)) e++;
+        failed += send_plain(io, io->fds[idx], k, e);
+        k = e;
       }
-      i += sent;
+      i = j;
     }
   }
   napi_value r;
@@ -465,6 +643,7 @@ static void on_poll_closed(uv_handle_t *h) {
   free(io->siov);
   free(io->raddr);
   free(io->saddr);
+  free(io->gro_buf);
   free(io);
 }
 
@@ -490,6 +669,7 @@ static napi_value io_close(napi_env env, napi_callback_info info) {
     free(io->siov);
     free(io->raddr);
     free(io->saddr);
+    free(io->gro_buf);
     free(io);
     napi_call_function(env, global, argv[1], 0, NULL, &result);
     return NULL;
@@ -513,17 +693,17 @@ static napi_value io_set_spin(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* stats(handle) -> [rxCalls, txCalls, sendErrors, recvErrors] */
+/* stats(handle) -> [rxCalls, txCalls, sendErrors, recvErrors, gsoSends, groSegments] */
 static napi_value io_stats(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   io_t *io = NULL;
   napi_value arr, v;
-  CHECK(napi_create_array_with_length(env, 4, &arr));
+  CHECK(napi_create_array_with_length(env, 6, &arr));
   if (napi_unwrap(env, argv[0], (void **)&io) != napi_ok || !io) return arr;
-  double vals[4] = {io->rx_calls, io->tx_calls, io->send_errors, io->recv_errors};
-  for (uint32_t i = 0; i < 4; i++) {
+  double vals[6] = {io->rx_calls, io->tx_calls, io->send_errors, io->recv_errors, io->gso_sends, io->gro_segments};
+  for (uint32_t i = 0; i < 6; i++) {
     napi_create_double(env, vals[i], &v);
     napi_set_element(env, arr, i, v);
   }

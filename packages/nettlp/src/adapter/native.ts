@@ -29,7 +29,7 @@ export interface NativeIo {
   /** Send tx slots 0…n−1; returns how many the kernel refused. */
   flush(handle: object, n: number): number;
   close(handle: object, cb: () => void): void;
-  /** [receive batches, sendmmsg calls, send errors, receive errors] */
+  /** [receive batches, send calls, send errors, receive errors, GSO sends, datagrams received coalesced (GRO)] */
   stats(handle: object): number[];
 }
 

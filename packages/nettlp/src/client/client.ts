@@ -54,7 +54,7 @@ import {
   formatRequesterId,
 } from '../codec/tlp.js';
 import { PcapWriter } from '../pcap/writer.js';
-import { openTransport, type ClientTransport } from './transport.js';
+import { openTransport, type ClientTransport, type TransportStats } from './transport.js';
 import { formatNetTlpUri, type NetTlpClientOptions } from './uri.js';
 
 const ORIGIN = 'nettlp';
@@ -368,8 +368,8 @@ export class NetTlpClient implements PhysicalMemory {
     return this.transport?.kind ?? 'none';
   }
 
-  /** Counters of the native I/O (receive batches, busy-wait rounds with and without datagrams). */
-  get ioStats(): { batches: number; spin_hits: number; spin_misses: number } | undefined {
+  /** Counters of the socket layer (receive batches, busy-wait rounds with and without datagrams, GRO). */
+  get ioStats(): TransportStats | undefined {
     return this.transport?.stats;
   }
 
