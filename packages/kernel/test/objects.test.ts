@@ -409,6 +409,30 @@ describe('struct views', () => {
     expect(os[3].u32('cred.uid')).toBe(1004);
   });
 
+  it('a target many objects point at is read once and copied to all of them (errors too)', async () => {
+    const { k, m, mem, tasks } = setup(50, { remote: true });
+    const T = k.layout('task_struct', ['pid', 'real_parent.pid', 'real_parent.comm']);
+    const roots = k.layout('task_struct', ['pid']); // the same root span, no pointer hop
+    await k.readStructs(tasks.slice(0, 1), T); // warm the table cache
+    mem.reset();
+    await k.readStructs(tasks.slice(1), roots);
+    const rootOps = mem.ops;
+    mem.reset();
+    const rs = (await k.readStructs(tasks.slice(1), T)) as StructView[]; // all 49 have parent tasks[0]
+    for (const o of rs) {
+      expect(o.int('real_parent.pid')).toBe(1);
+      expect(o.str('real_parent.comm')).toBe('task-1');
+    }
+    expect(mem.ops - rootOps).toBeLessThanOrEqual(2); // the parent once (2 if its span crosses a page), not 49×
+    // The shared parent pointer unreadable: every object gets the error, none gets bytes.
+    for (const t of tasks.slice(1, 4)) m.u64(t + BigInt(T_OFF.real_parent), BASE + BigInt(SIZE) + 0x2000n);
+    const bad = (await k.readStructs(tasks.slice(1, 4), T)) as StructView[];
+    for (const o of bad) {
+      expect(o.reached('real_parent.pid')).toBe(false);
+      expect(o.derefError('real_parent.pid')!.code).toBe('E_PAGE_FAULT');
+    }
+  });
+
   it('an unreadable object is a PmiError in its slot, naming struct and VA', async () => {
     const { k, tasks } = setup(2);
     const bad = BASE + BigInt(SIZE) + 0x40n;

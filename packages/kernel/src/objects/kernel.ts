@@ -163,9 +163,15 @@ export class KernelObjects {
       for (let level = 1; level <= T.depth; level++) {
         const ops: VirtualOp[] = [];
         const who: number[] = [];
+        // Objects often point at the same thing (threads share mm, signal and cred; siblings share a
+        // parent): each distinct target of a hop is read once and copied to the others.
+        const dupOf: number[] = [];
+        const dupWho: number[] = [];
+        const dupBuf: Buffer[] = [];
         for (let h = 0; h < hops.length; h++) {
           const hop = hops[h];
           if (hop.level !== level) continue;
+          const seen = new Map<bigint, number>();
           const parentBase = hop.parent < 0 ? -T.start : hops[hop.parent].pos - hops[hop.parent].start;
           const len = hop.end - hop.start;
           for (let i = 0; i < n; i++) {
@@ -184,21 +190,44 @@ export class KernelObjects {
             }
             if (len === 0) continue;
             const target = ((BigInt(hi) << 32n) | BigInt(lo)) + BigInt(hop.start);
-            ops.push({ va: target, buf: bytes.subarray(i * stride + hop.pos, i * stride + hop.pos + len) });
+            const buf = bytes.subarray(i * stride + hop.pos, i * stride + hop.pos + len);
+            const first = seen.get(target);
+            if (first !== undefined) {
+              dupOf.push(first);
+              dupWho.push(i * hops.length + h);
+              dupBuf.push(buf);
+              continue;
+            }
+            seen.set(target, ops.length);
+            ops.push({ va: target, buf });
             who.push(i * hops.length + h);
           }
         }
         if (ops.length === 0) continue;
-        for (const f of await this.paging.readVirtualBatch(ops)) {
-          const k = who[f.index];
+        const failed: (PmiError | undefined)[] = [];
+        for (const f of await this.paging.readVirtualBatch(ops)) failed[f.index] = f.error;
+        const report = (k: number, e: PmiError): void => {
           const i = Math.floor(k / hops.length);
           const h = k % hops.length;
-          hopErr[i][h] = new PmiError(
-            f.error.code,
-            f.error.origin,
-            `${T.name} at ${vaHex(vas[i])}: '${hops[h].path}': ${f.error.message}`,
-            { ...f.error.data, struct: T.name, field: hops[h].path, object: vaHex(vas[i]) },
+          hopErr![i][h] = new PmiError(
+            e.code,
+            e.origin,
+            `${T.name} at ${vaHex(vas[i])}: '${hops[h].path}': ${e.message}`,
+            {
+              ...e.data,
+              struct: T.name,
+              field: hops[h].path,
+              object: vaHex(vas[i]),
+            },
           );
+        };
+        failed.forEach((e, op) => {
+          if (e) report(who[op], e);
+        });
+        for (let d = 0; d < dupOf.length; d++) {
+          const e = failed[dupOf[d]];
+          if (e) report(dupWho[d], e);
+          else dupBuf[d].set(ops[dupOf[d]].buf);
         }
       }
     }
