@@ -2,20 +2,23 @@
 // NetTLP benchmark: pmi's DMA client (nettlp://) against pmi's software adapter, with baselines.
 //
 //   npx tsc -b && node bench/nettlp/run.mjs [--size 256M] [--quick] [--json] [--reps 3] [--seconds 2]
-//                                           [--port-base 61000] [--no-c] [--variants dgram,native,native+mps,cli]
+//                                           [--port-base 61000] [--no-c] [--variants dgram,native+mps,c,cli]
 //
 // The adapter runs in a child process (`pmi adapter`, or bench/nettlp/adapter-child.mjs for adapter
 // options the CLI does not expose), serving a random file in /dev/shm through `raw:`; the client runs
 // in this process. Every figure is the median of --reps runs of --seconds each. Reported:
 //   - sequential read MB/s, tags 1/4/16/64 × (MRRS 512, adapter MPS 256) and (MRRS 4096, MPS 4096)
-//   - random 4 KiB reads/s (16 tags), single 4-byte read latency (one outstanding: median, p99)
+//   - random 4 KiB reads/s (16 tags), single 4-byte read latency (one outstanding: median, p99), pmi
+//     and the C client taking turns, with the ratio per round
 //   - baselines: raw: directly (file speed), a bare node:dgram ping-pong (per-datagram ceiling),
 //     the C client (bench/nettlp/c/nettlp_bench.c, built here with gcc -O2) against the same adapter
 //   - CPU seconds of adapter and client per case (from /proc and process.cpuUsage)
 //   - latency twice: as is, and with two nice-19 busy loops keeping the vCPUs from halting (on this
 //     VM an idle vCPU takes ~50-80 µs to wake, which dominates any one-outstanding round trip)
-// Variants (adapter side): dgram | native (the optional addon) [+mps: first completion up to MPS],
-// cli (`pmi adapter` as shipped: native when built, else dgram).
+// Variants (adapter side): dgram | native (the addon) [+mps: first completion up to MPS],
+// cli (`pmi adapter` as shipped: native when built, else dgram), c (the minimal C completer in
+// c/nettlp_bench.c `serve`: mmap + recvmmsg + one GSO send per request — the far side at its cheapest,
+// so "C client vs c" is the ceiling of this protocol over loopback on this machine).
 //   - the published card figures (NetTLP paper: 450 MB/s at 16 tags MRRS 512/MPS 256; 12 µs median)
 // --json also writes bench/nettlp/results/<date>.json. --quick: a few seconds in total (CI smoke).
 import { spawn, execFileSync } from 'node:child_process';
@@ -345,6 +348,62 @@ async function cThroughput(adapterPid, tags, mrrs) {
   });
 }
 
+/**
+ * 4-byte read latency, pmi (default spin, and spin=0) and the C client taking turns against the same
+ * adapter (max(REPS, 3) rounds; each pmi round opens a fresh 16-tag client, since the C client binds
+ * tag 0's port), so the ratio compares like with like even when the machine's load drifts.
+ */
+async function latencyPairs(variant, pid, open, suffix) {
+  const rounds = Math.max(REPS, 3);
+  const sets = { pmi: [], pmi0: [], c: [] };
+  const cpu = { pmi: [], c: [] };
+  for (let r = 0; r < rounds; r++) {
+    for (const [key, params] of [
+      ['pmi', ''],
+      ['pmi0', 'spin=0'],
+    ]) {
+      const c = await open(16, params);
+      try {
+        const a0 = procCpu(pid);
+        const c0 = selfCpu();
+        const t0 = performance.now();
+        sets[key].push(await latency(c));
+        if (key === 'pmi') {
+          const wall = (performance.now() - t0) / 1000;
+          cpu.pmi.push({ adapter: (procCpu(pid) - a0) / wall, client: (selfCpu() - c0) / wall });
+        }
+      } finally {
+        await c.close();
+      }
+    }
+    if (cBin) {
+      const a0 = procCpu(pid);
+      const t0 = performance.now();
+      const out = runC(['latency', '--n', String(LAT_N)]);
+      const wall = (performance.now() - t0) / 1000;
+      sets.c.push({ value: out.median_us, p99: out.p99_us });
+      cpu.c.push({ adapter: (procCpu(pid) - a0) / wall, client: out.cpu_s / wall });
+    }
+  }
+  const summary = (xs, cp) => ({
+    value: median(xs.map((x) => x.value)),
+    p99: median(xs.map((x) => x.p99)),
+    all: xs.map((x) => x.value),
+    ...(cp && cp.length
+      ? { adapter_cpu: median(cp.map((x) => x.adapter)), client_cpu: median(cp.map((x) => x.client)) }
+      : {}),
+  });
+  const pmi = summary(sets.pmi, cpu.pmi);
+  put(variant, `pmi 4-byte latency (tags=16)${suffix}`, 'µs median', pmi);
+  put(variant, `pmi 4-byte latency (tags=16, spin=0)${suffix}`, 'µs median', summary(sets.pmi0));
+  if (sets.c.length) {
+    const c = summary(sets.c, cpu.c);
+    put(variant, `C 4-byte latency${suffix}`, 'µs median', c);
+    const ratios = sets.pmi.map((x, i) => x.value / sets.c[i].value);
+    put(variant, `latency ratio pmi / C, same round${suffix}`, '×', { value: median(ratios), all: ratios });
+  }
+}
+
 // ------------------------------------------------------------------ run
 const results = {
   date: new Date().toISOString(),
@@ -402,10 +461,11 @@ for (const variant of VARIANTS) {
   ]) {
     const ad = await startAdapterChild({ mps, variant });
     const pid = ad.child.pid;
-    const open = (tags) =>
+    const open = (tags, params = '') =>
       nettlp.openNetTlp(
         `nettlp://${HOST}:${PORT_BASE}?tags=${tags}&mrrs=${mrrs}&mps=${mps}&ranges=0+${SIZE}` +
-          (CLIENT_PARAMS ? `&${CLIENT_PARAMS}` : ''),
+          (CLIENT_PARAMS ? `&${CLIENT_PARAMS}` : '') +
+          (params ? `&${params}` : ''),
       );
     /** A failing case (e.g. E_TIMEOUT on an overloaded machine) is recorded, not fatal. */
     const attempt = async (what, unit, f, extra = {}) => {
@@ -448,27 +508,13 @@ for (const variant of VARIANTS) {
           () => repeat(pid, () => randomReads(c)),
           { mrrs, mps },
         );
-        if (mrrs === 512) {
-          await attempt(`pmi 4-byte latency (tags=16)`, 'µs median', () => repeat(pid, () => latency(c)));
-          if (!quick) {
-            await attempt(`pmi 4-byte latency, vCPUs kept awake`, 'µs median', () =>
-              withSpinners(() => repeat(pid, () => latency(c))),
-            );
-          }
-        }
         await c.close();
       }
+      if (mrrs === 512) {
+        await latencyPairs(variant, pid, open, '');
+        if (!quick) await withSpinners(() => latencyPairs(variant, pid, open, ', vCPUs kept awake'));
+      }
       if (cBin) {
-        if (mrrs === 512) {
-          const cLat = () =>
-            repeat(pid, async () => {
-              const t0 = performance.now();
-              const r = runC(['latency', '--n', String(LAT_N)]);
-              return { value: r.median_us, p99: r.p99_us, c_cpu: r.cpu_s / ((performance.now() - t0) / 1000) };
-            });
-          put(variant, `C 4-byte latency`, 'µs median', await cLat());
-          if (!quick) put(variant, `C 4-byte latency, vCPUs kept awake`, 'µs median', await withSpinners(cLat));
-        }
         for (const tags of TAGS_LIST) {
           put(variant, `C seq tags=${tags} MRRS ${mrrs} / MPS ${mps}`, 'MB/s', await cThroughput(pid, tags, mrrs), {
             tags,
@@ -504,7 +550,7 @@ const md = [
   ...results.rows.map(
     (r) =>
       `| ${r.variant} | ${r.what} | ${r.error ? 'failed: ' + r.error.slice(0, 60) : r.value.toFixed(1)} | ${r.unit} | ${r.p99 !== undefined ? r.p99.toFixed(1) : ''} | ` +
-      `${r.adapter_cpu !== undefined ? r.adapter_cpu.toFixed(2) : ''} | ${r.client_cpu !== undefined ? r.client_cpu.toFixed(2) : ''} | ${r.adapter_cpu_us_per_request !== undefined ? r.adapter_cpu_us_per_request.toFixed(1) : ''} | ${r.all.map((x) => x.toFixed(0)).join(' ')} |`,
+      `${r.adapter_cpu !== undefined ? r.adapter_cpu.toFixed(2) : ''} | ${r.client_cpu !== undefined ? r.client_cpu.toFixed(2) : ''} | ${r.adapter_cpu_us_per_request !== undefined ? r.adapter_cpu_us_per_request.toFixed(1) : ''} | ${r.all.map((x) => x.toFixed(r.unit === '×' ? 2 : 0)).join(' ')} |`,
   ),
   '',
   `Published (NetTLP card, MPS 256 / MRRS 512): 450 MB/s with 16 tags, ~41 MB/s with 1 tag; read latency median 12 µs, p99 ≈ 25 µs.`,

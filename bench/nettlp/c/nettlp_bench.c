@@ -7,14 +7,14 @@
  *
  *   nettlp_bench latency    --host IP --port-base P [--local IP] [--n N] [--size S] [--addr A] [--span B]
  *   nettlp_bench throughput --host IP --port-base P [--local IP] --tags T --mrrs R --bytes B [--span B]
- *   nettlp_bench serve      --listen IP --port-base P --file F [--tags T] [--mps M] [--spin US] [--seconds S]
+ *   nettlp_bench serve      --listen IP --port-base P --file F [--tags T] [--mps M] [--spin US] [--gso 0|1] [--seconds S]
  *
  * latency: N single reads of S bytes (default 4) at addresses stepping through [0, span), one
  * outstanding, tag 0; prints median/p99 in microseconds. throughput: T tags, one outstanding MRd
  * (MRRS bytes, sequential addresses wrapping in [0, span)) per tag, epoll over the tag sockets,
  * until B bytes have been read. serve: a minimal completer — the best case for the far side: the file
  * mmapped, per-tag sockets in one epoll set, recvmmsg, each MRd answered with CplDs cut at MPS-aligned
- * boundaries and sent with one sendmmsg, stamped with a monotonic timestamp; UR outside the file. With
+ * boundaries and sent with one UDP GSO send (--gso 1, default) or one sendmmsg, stamped with a monotonic timestamp; UR outside the file. With
  * --spin it busy-waits that many µs for the next request before sleeping. It prints "listening" when
  * ready and, at SIGTERM or after --seconds, one JSON line with its counters and CPU. Output: one JSON
  * line on stdout. Build: gcc -O2 -o nettlp_bench nettlp_bench.c
@@ -173,6 +173,7 @@ static int serve(int argc, char **argv) {
   int tags = atoi(arg(argc, argv, "--tags", "256"));
   int mps = atoi(arg(argc, argv, "--mps", "256"));
   double spin = atof(arg(argc, argv, "--spin", "0"));
+  int gso = atoi(arg(argc, argv, "--gso", "1")); /* the completions of a request as one GSO send */
   double seconds = atof(arg(argc, argv, "--seconds", "0"));
   const char *file = arg(argc, argv, "--file", NULL);
   if (!file || tags < 1 || tags > MAXTAGS || mps < 128 || mps > 4096) { fprintf(stderr, "serve: --file, tags 1..256, mps 128..4096\n"); return 2; }
@@ -254,6 +255,26 @@ static int serve(int argc, char **argv) {
             nd++;
             cur += n;
             left -= n;
+          }
+        }
+        if (gso && nd >= 2) { /* equal CplDs (the last may be shorter): one UDP_SEGMENT send */
+          int eq = 1;
+          for (int d = 1; d < nd - 1; d++) eq &= siov[d].iov_len == siov[0].iov_len;
+          eq &= siov[nd - 1].iov_len <= siov[0].iov_len && (nd == 2 || siov[1].iov_len == siov[0].iov_len);
+          if (eq) {
+            char ctl[CMSG_SPACE(sizeof(uint16_t))] = {0};
+            struct msghdr h = {.msg_name = &from[j], .msg_namelen = sizeof from[j], .msg_iov = siov, .msg_iovlen = nd,
+                               .msg_control = ctl, .msg_controllen = sizeof ctl};
+            struct cmsghdr *c = CMSG_FIRSTHDR(&h);
+            c->cmsg_level = IPPROTO_UDP;
+            c->cmsg_type = 103; /* UDP_SEGMENT */
+            c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+            uint16_t seg = siov[0].iov_len;
+            memcpy(CMSG_DATA(c), &seg, sizeof seg);
+            if (sendmsg(fds[t], &h, 0) >= 0) {
+              completions += nd;
+              continue;
+            }
           }
         }
         for (int d = 0; d < nd; d++) {
