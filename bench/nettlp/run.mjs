@@ -117,6 +117,7 @@ const selfCpu = () => {
 
 // ------------------------------------------------------------------ adapter child
 async function startAdapterChild({ mps, variant }) {
+  const served = ['--listen', HOST, '--port-base', String(PORT_BASE), '--tags', '256', '--mps', String(mps)];
   const args =
     variant === 'cli'
       ? [
@@ -124,14 +125,7 @@ async function startAdapterChild({ mps, variant }) {
           '--source',
           `raw:${file}`,
           'adapter',
-          '--listen',
-          HOST,
-          '--port-base',
-          String(PORT_BASE),
-          '--tags',
-          '256',
-          '--mps',
-          String(mps),
+          ...served,
           '--rcb',
           String(mps >= 4096 ? 128 : 64),
         ]
@@ -142,23 +136,7 @@ async function startAdapterChild({ mps, variant }) {
   // `c` = the minimal C completer (c/nettlp_bench.c serve): the far side at its cheapest, the ceiling.
   const child =
     variant === 'c'
-      ? spawn(
-          cBin,
-          [
-            'serve',
-            '--listen',
-            HOST,
-            '--port-base',
-            String(PORT_BASE),
-            '--tags',
-            '256',
-            '--mps',
-            String(mps),
-            '--file',
-            file,
-          ],
-          { stdio: ['ignore', 'pipe', 'pipe'] },
-        )
+      ? spawn(cBin, ['serve', ...served, '--file', file], { stdio: ['ignore', 'pipe', 'pipe'] })
       : spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   child.stderr.on('data', (d) => (err += d));

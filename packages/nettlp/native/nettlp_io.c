@@ -134,6 +134,23 @@ static void finalize(napi_env env, void *data, void *hint) {
   /* else: a started handle is freed by its close callback (JS must call close()). */
 }
 
+static struct sockaddr_in inet_sockaddr(struct in_addr a, int port) {
+  struct sockaddr_in sa = {0};
+  sa.sin_family = AF_INET;
+  sa.sin_addr = a;
+  sa.sin_port = htons((uint16_t)port);
+  return sa;
+}
+
+/* bind/connect failed: close what was opened, throw naming the address ("bind 127.0.0.1:12288: …"). */
+static napi_value socket_failure(napi_env env, io_t *io, const char *verb, const char *ip, int port) {
+  int e = errno;
+  close_fds(io);
+  char what[96];
+  snprintf(what, sizeof what, "%s %s:%d", verb, ip, port);
+  return throw_errno(env, what, e);
+}
+
 /* open(ip: string, portBase, count, rcvbuf, rx: ArrayBuffer, rxMeta: ArrayBuffer, tx, txMeta, slotSize
  *      [, connectIp: string]) — with connectIp, socket i is connected to connectIp:portBase+i. */
 static napi_value io_open(napi_env env, napi_callback_info info) {
@@ -220,29 +237,12 @@ static napi_value io_open(napi_env env, napi_callback_info info) {
     }
     io->fds[io->nfds++] = fd;
     if (rcvbuf > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-    struct sockaddr_in sa = {0};
-    sa.sin_family = AF_INET;
-    sa.sin_addr = addr;
-    sa.sin_port = htons((uint16_t)(port_base + i));
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-      int e = errno;
-      close_fds(io);
-      char what[96];
-      snprintf(what, sizeof what, "bind %s:%d", ip, port_base + i);
-      return throw_errno(env, what, e);
-    }
+    struct sockaddr_in sa = inet_sockaddr(addr, port_base + i);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) return socket_failure(env, io, "bind", ip, port_base + i);
     if (do_connect) {
-      struct sockaddr_in pa = {0};
-      pa.sin_family = AF_INET;
-      pa.sin_addr = peer;
-      pa.sin_port = htons((uint16_t)(port_base + i));
-      if (connect(fd, (struct sockaddr *)&pa, sizeof pa) < 0) {
-        int e = errno;
-        close_fds(io);
-        char what[96];
-        snprintf(what, sizeof what, "connect %s:%d", peer_ip, port_base + i);
-        return throw_errno(env, what, e);
-      }
+      struct sockaddr_in pa = inet_sockaddr(peer, port_base + i);
+      if (connect(fd, (struct sockaddr *)&pa, sizeof pa) < 0)
+        return socket_failure(env, io, "connect", peer_ip, port_base + i);
       /* Completions of one request sent as one GSO burst arrive as one buffer (split in receive_gro). */
       int one = 1;
       if (gso_ok && setsockopt(fd, IPPROTO_UDP, UDP_GRO, &one, sizeof one) == 0 && !io->gro_buf) {

@@ -3,6 +3,7 @@
  * independent of the DMA client), the spec's completion-reassembly rule, and the RCB/MPS
  * splitting rules written out independently of the adapter's code.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -251,6 +252,25 @@ export function checkSplit(addr: number, count: number, cpls: Cpl[], mps: number
     }
   });
   return problems;
+}
+
+/**
+ * `pmi adapter ARGS…` (the CLI as shipped, from dist: build first) in a child process, resolved once it
+ * prints its `listening on` line; rejected with its stderr if it exits first.
+ */
+export function startAdapterProcess(args: readonly string[]): Promise<ChildProcess> {
+  const bin = path.join(path.dirname(new URL(import.meta.url).pathname), '../../cli/bin/pmi.js');
+  const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  return new Promise<ChildProcess>((resolve, reject) => {
+    let out = '';
+    let err = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d;
+      if (out.includes('listening on')) resolve(child);
+    });
+    child.stderr!.on('data', (d: Buffer) => (err += d));
+    child.on('exit', (code) => reject(new Error(`pmi adapter exited ${code}: ${err}`)));
+  });
 }
 
 /** Start an adapter on 127.0.0.2 with a random port base; retries on EADDRINUSE. */

@@ -3,17 +3,15 @@
  * the same errors, and the native layer's busy-wait (spin=) really takes completions without the
  * event loop when the adapter runs in another process.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { readPhys, type PhysicalMemory } from '@pmi/core';
 import { loadNativeIo } from '../src/adapter/index.js';
 import { openNetTlp, type NetTlpClient } from '../src/client/index.js';
-import { MemSource, randomData, seeded, startTestAdapter, tmpDir } from './adapter-helpers.js';
+import { MemSource, randomData, seeded, startAdapterProcess, startTestAdapter, tmpDir } from './adapter-helpers.js';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
 const forcedDgram = process.env.PMI_NETTLP_IO === 'dgram';
 const MODES: ('native' | 'dgram')[] = loadNativeIo() && !forcedDgram ? ['native', 'dgram'] : ['dgram'];
 
@@ -119,32 +117,17 @@ describe.runIf(MODES.includes('native'))('io=native busy-wait (spin=) against an
     file = path.join(tmpDir(), 'spin.raw');
     fs.writeFileSync(file, image);
     portBase = 30000 + Math.floor(Math.random() * 300) * 64;
-    child = spawn(
-      process.execPath,
-      [
-        path.join(here, '../../cli/bin/pmi.js'),
-        '--source',
-        `raw:${file}`,
-        'adapter',
-        '--listen',
-        '127.0.0.2',
-        '--port-base',
-        String(portBase),
-        '--tags',
-        '16',
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    await new Promise<void>((resolve, reject) => {
-      let out = '';
-      let err = '';
-      child.stdout!.on('data', (d: Buffer) => {
-        out += d;
-        if (out.includes('listening on')) resolve();
-      });
-      child.stderr!.on('data', (d: Buffer) => (err += d));
-      child.on('exit', (code) => reject(new Error(`pmi adapter exited ${code}: ${err}`)));
-    });
+    child = await startAdapterProcess([
+      '--source',
+      `raw:${file}`,
+      'adapter',
+      '--listen',
+      '127.0.0.2',
+      '--port-base',
+      String(portBase),
+      '--tags',
+      '16',
+    ]);
   }, 30_000);
   afterAll(() => {
     child?.kill('SIGTERM');
