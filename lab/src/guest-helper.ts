@@ -1,10 +1,12 @@
 /**
- * `pmi-unix`: a small static C program for the guest that sets up unix sockets busybox cannot
+ * `pmi-unix`: a small static C program for the guest that sets up sockets busybox cannot
  * (a stream listener with an accepted and a never-accepted connection, an abstract dgram pair, a
- * seqpacket end held only by an in-flight SCM_RIGHTS message) and, with `--netns`, listeners in
- * the network namespace it was started in (a unix listener on an abstract name, a TCP listener
- * with one connection over lo, not accepted). It daemonizes once every socket exists, so /init
- * continues only when the sockets are there. Built on the host with `gcc -static` and cached.
+ * seqpacket end held only by an in-flight SCM_RIGHTS message; UDP: an unconnected v4 socket, a
+ * connected v4 socket, an unconnected v6 socket) and, with `--netns`, sockets in the network
+ * namespace it was started in (a unix listener on an abstract name, a TCP listener with one
+ * connection over lo, not accepted, an unconnected UDP v4 socket). It daemonizes once every
+ * socket exists, so /init continues only when the sockets are there. Built on the host with
+ * `gcc -static` and cached.
  */
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
@@ -17,6 +19,10 @@ export const UNIX_HELPER = {
   comm: 'pmi-unix',
   streamPath: '/run/pmi-unix.sock',
   dgramName: '@pmi-unix-dgram',
+  /** UDP v4 bound to 0.0.0.0:udpPort (unconnected), and one bound to 127.0.0.1 (ephemeral port)
+   * connected to 127.0.0.1:udpPort; UDP v6 bound to [::]:udp6Port (unconnected). */
+  udpPort: 5353,
+  udp6Port: 5354,
   /**
    * Comm of the instance started by `unshare -n` (its own network namespace, created with its own
    * TCP established hash: `net.ipv4.tcp_child_ehash_entries`), and its sockets.
@@ -24,11 +30,13 @@ export const UNIX_HELPER = {
   netnsComm: 'pmi-netns',
   netnsStreamName: '@pmi-unix',
   netnsTcpPort: 8082,
+  /** UDP v4 bound to 0.0.0.0 (unconnected) in that namespace. */
+  netnsUdpPort: 5355,
 } as const;
 
 const q = (s: string): string => JSON.stringify(s);
 
-export const UNIX_HELPER_C = `/* pmi-unix [--netns]: unix (and, in a netns, tcp) sockets for the pmi lab; daemonizes when ready. */
+export const UNIX_HELPER_C = `/* pmi-unix [--netns]: unix, udp (and, in a netns, tcp) sockets for the pmi lab; daemonizes when ready. */
 #define _GNU_SOURCE
 #include <netinet/in.h>
 #include <stddef.h>
@@ -53,6 +61,20 @@ static socklen_t unaddr(struct sockaddr_un *a, const char *name) {
     return offsetof(struct sockaddr_un, sun_path) + n;
   }
   return offsetof(struct sockaddr_un, sun_path) + n + 1;
+}
+
+/* a UDP v4 socket bound to addr:port (port 0: an ephemeral one), connected to addr:peer unless peer is 0 */
+static int udp4(in_addr_t addr, int port, int peer) {
+  struct sockaddr_in in;
+  memset(&in, 0, sizeof in);
+  in.sin_family = AF_INET;
+  in.sin_addr.s_addr = htonl(addr);
+  in.sin_port = htons(port);
+  int s = socket(AF_INET, SOCK_DGRAM, 0);
+  if (s < 0 || bind(s, (struct sockaddr *)&in, sizeof in) != 0) die("udp bind");
+  in.sin_port = htons(peer);
+  if (peer && connect(s, (struct sockaddr *)&in, sizeof in) != 0) die("udp connect");
+  return s;
 }
 
 static int usock(int type) {
@@ -108,6 +130,16 @@ int main(int argc, char **argv) {
     if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sp) != 0) die("socketpair");
     sendfd(c1, sp[1]);
     close(sp[1]);
+    /* UDP: unconnected on 0.0.0.0, connected from 127.0.0.1 (ephemeral port) to it, unconnected on [::] */
+    udp4(INADDR_ANY, ${UNIX_HELPER.udpPort}, 0);
+    udp4(INADDR_LOOPBACK, 0, ${UNIX_HELPER.udpPort});
+    struct sockaddr_in6 in6;
+    memset(&in6, 0, sizeof in6);
+    in6.sin6_family = AF_INET6;
+    in6.sin6_addr = in6addr_any;
+    in6.sin6_port = htons(${UNIX_HELPER.udp6Port});
+    int u6 = socket(AF_INET6, SOCK_DGRAM, 0);
+    if (u6 < 0 || bind(u6, (struct sockaddr *)&in6, sizeof in6) != 0) die("udp6 bind");
   } else {
     struct sockaddr_in in;
     memset(&in, 0, sizeof in);
@@ -121,6 +153,7 @@ int main(int argc, char **argv) {
     in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     int tc = socket(AF_INET, SOCK_STREAM, 0);
     if (tc < 0 || connect(tc, (struct sockaddr *)&in, sizeof in) != 0) die("tcp connect");
+    udp4(INADDR_ANY, ${UNIX_HELPER.netnsUdpPort}, 0);
     prctl(PR_SET_NAME, ${q(UNIX_HELPER.netnsComm)}, 0, 0, 0);
   }
   pid_t pid = fork();

@@ -8,7 +8,7 @@ import { kernelModules, type FetchedKernel } from './kernels.js';
 import { cacheRoot, execChecked, exists, labError, randomTag, rmQuiet } from './util.js';
 
 /** Bumped whenever the guest scripts or layout change, so cached images are rebuilt. */
-const LAYOUT_VERSION = 4;
+const LAYOUT_VERSION = 5;
 
 /** Modules loaded by the guest at boot (from the kernel package, with their dependencies). */
 export const WORKLOAD_MODULES = ['dummy', 'crc32_generic'] as const;
@@ -23,9 +23,11 @@ export const WORKLOAD = {
   tcpPort: 8081,
   /**
    * `pmi-unix` (lab/src/guest-helper.ts): unix sockets in init_net (a stream listener on a path with
-   * an accepted and a never-accepted connection, an abstract dgram pair, a socket only in flight);
-   * `pmi-netns`: the same helper started by `unshare -n`, an abstract stream listener and a TCP
-   * listener with one connection not accepted, in a network namespace of its own (with its own TCP ehash).
+   * an accepted and a never-accepted connection, an abstract dgram pair, a socket only in flight)
+   * and UDP sockets (v4 on 0.0.0.0:udpPort, v4 from 127.0.0.1 connected to it, v6 on [::]:udp6Port);
+   * `pmi-netns`: the same helper started by `unshare -n`, an abstract stream listener, a TCP
+   * listener with one connection not accepted and a UDP v4 socket on netnsUdpPort, in a network
+   * namespace of its own (with its own TCP ehash and, 6.2+, its own UDP hash table).
    */
   unix: UNIX_HELPER,
   markerText: 'pmi-lab marker file: the quick brown fox 0x5eed\n',
@@ -112,10 +114,13 @@ su -s /bin/sh ${WORKLOAD.userSleeper.user} -c '/pmi/bin/pmi-usersleeper --marker
 httpd -p ${WORKLOAD.tcp6Port} -h /www
 httpd -p 0.0.0.0:${WORKLOAD.tcpPort} -h /www
 /pmi/bin/${UNIX_HELPER.comm} || echo "PMI-LAB: ${UNIX_HELPER.comm} failed"
-# a network namespace with its own TCP established hash (6.1+), lo up, and the helper's twin in it
+# a network namespace with its own TCP established hash (6.1+) and UDP hash (6.2+), lo up, and the
+# helper's twin in it
 sysctl -w net.ipv4.tcp_child_ehash_entries=128 >/dev/null 2>&1
+sysctl -w net.ipv4.udp_child_hash_entries=128 >/dev/null 2>&1
 unshare -n sh -c 'ip link set lo up && exec /pmi/bin/${UNIX_HELPER.comm} --netns' || echo "PMI-LAB: ${UNIX_HELPER.comm} --netns failed"
 sysctl -w net.ipv4.tcp_child_ehash_entries=0 >/dev/null 2>&1
+sysctl -w net.ipv4.udp_child_hash_entries=0 >/dev/null 2>&1
 echo "PMI-LAB: workload started"
 ${extra}/pmi/cmdloop.sh /dev/ttyS1 &
 while true; do sleep 3600; done

@@ -9,6 +9,7 @@ import {
   parseNsLink,
   parseProcModules,
   parseProcNetTcp,
+  parseProcNetUdp,
   parseProcNetUnix,
   parseTruth,
   splitSections,
@@ -116,6 +117,65 @@ describe('truth parser units', () => {
     expect(r).toMatchObject({ st: '01', state: 'ESTABLISHED', uid: 1000, inode: 4242 });
   });
 
+  // as a 6.x kernel prints them (udp4_seq_show pads the v4 lines to 127 columns; sl is the hash slot)
+  const UDP_HEAD =
+    '   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops            ';
+  const UDP_LINES = [
+    ' 9418: 00000000:14E9 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 120615 2 000000005aad3650 0        ',
+    ' 9811: 0100007F:D672 0100007F:14E9 01 00000000:00000000 00:00000000 00000000  1000        0 120616 2 00000000240682ce 3        ',
+  ];
+  const UDP6_HEAD =
+    '  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops';
+  const UDP6_LINE =
+    ' 9419: 00000000000000000000000000000000:14EA 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 120617 2 00000000907b31f2 0';
+
+  it('/proc/net/udp{,6}: unconnected (07 CLOSE) and connected (01 ESTABLISHED), v4 and v6, uid, inode, drops', () => {
+    const u = parseProcNetUdp([UDP_HEAD, ...UDP_LINES, '']);
+    expect(
+      u.map((e) => [e.local_ip, e.local_port, e.rem_ip, e.rem_port, e.st, e.state, e.uid, e.inode, e.drops]),
+    ).toEqual([
+      ['0.0.0.0', 5353, '0.0.0.0', 0, '07', 'CLOSE', 0, 120615, 0],
+      ['127.0.0.1', 54898, '127.0.0.1', 5353, '01', 'ESTABLISHED', 1000, 120616, 3],
+    ]);
+    expect(u[0]).toMatchObject({
+      sl: 9418,
+      local_address: '00000000',
+      rem_address: '00000000',
+      raw: UDP_LINES[0].trim(),
+    });
+    const [v6] = parseProcNetUdp([UDP6_HEAD, UDP6_LINE]);
+    expect([v6.local_ip, v6.local_port, v6.rem_ip, v6.rem_port, v6.state, v6.inode]).toEqual([
+      '::',
+      5354,
+      '::',
+      0,
+      'CLOSE',
+      120617,
+    ]);
+    // the same lines through the tcp parser: the common columns agree
+    expect(parseProcNetTcp(UDP_LINES).map((e) => e.inode)).toEqual([120615, 120616]);
+  });
+
+  it('parseTruth: net_udp and net_udp6 sections; missing sections (older recordings) are empty', () => {
+    const text = [
+      '@@PMI-SECTION net_udp@@',
+      UDP_HEAD,
+      ...UDP_LINES,
+      '@@PMI-SECTION net_udp6@@',
+      UDP6_HEAD,
+      UDP6_LINE,
+    ].join('\n');
+    const t = parseTruth(text, timing);
+    expect(t.net_udp.map((e) => [e.local_port, e.state])).toEqual([
+      [5353, 'CLOSE'],
+      [54898, 'ESTABLISHED'],
+    ]);
+    expect(t.net_udp6.map((e) => [e.local_ip, e.local_port])).toEqual([['::', 5354]]);
+    expect(t.net_tcp).toEqual([]);
+    const old = parseTruth('@@PMI-SECTION net_tcp@@\n', timing);
+    expect([old.net_udp, old.net_udp6]).toEqual([[], []]);
+  });
+
   it('/proc/net/unix: listeners, states, types, abstract names, no path, inode 0', () => {
     const u = parseProcNetUnix([
       'Num       RefCount Protocol Flags    Type St Inode Path',
@@ -145,15 +205,27 @@ describe('truth parser units', () => {
       '6   sl  local_address                         remote_address                        st',
       'U Num       RefCount Protocol Flags    Type St Inode Path',
       'U 00000000ac869671: 00000002 00000000 00010000 0001 01   399 @pmi-unix',
+      `u4 ${UDP_HEAD}`,
+      'u4  9651: 00000000:14EB 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 120647 2 00000000f406229c 0',
+      `u6 ${UDP6_HEAD}`,
       'N 99 garbage',
+      'u4  9651: 00000000:14EC 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 00000000f406229c 0',
       'U 00000000ac869671: 00000002 00000000 00010000 0001 01   1 @ignored',
       'N 12 net:[4026532200]',
     ]);
     expect(
-      n.map((e) => [e.pid, e.inum, e.net_tcp.map((t) => t.local_port), e.net_tcp6.length, e.net_unix.length]),
+      n.map((e) => [
+        e.pid,
+        e.inum,
+        e.net_tcp.map((t) => t.local_port),
+        e.net_tcp6.length,
+        e.net_udp.map((u) => [u.local_port, u.state, u.inode]),
+        e.net_udp6.length,
+        e.net_unix.length,
+      ]),
     ).toEqual([
-      [12, 4026532200, [], 0, 0],
-      [152, 4026532114, [8082], 0, 1],
+      [12, 4026532200, [], 0, [], 0, 0],
+      [152, 4026532114, [8082], 0, [[5355, 'CLOSE', 120647]], 0, 1],
     ]);
     expect(n[1].net_unix[0]).toMatchObject({ inode: 399, state: 'LISTEN', path: '@pmi-unix' });
   });

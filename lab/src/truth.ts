@@ -55,6 +55,14 @@ export interface NetTcpEntry {
   raw: string;
 }
 
+/**
+ * A line of /proc/net/udp{,6}: the columns of /proc/net/tcp (sl is the hash slot) plus `drops`.
+ * `st` is the sock's sk_state: 07 (CLOSE) when unconnected, 01 (ESTABLISHED) when connect()ed.
+ */
+export interface NetUdpEntry extends NetTcpEntry {
+  drops: number;
+}
+
 /** A line of /proc/net/unix (the reading task's network namespace only). */
 export interface NetUnixEntry {
   refcount: number;
@@ -83,6 +91,8 @@ export interface NetnsEntry {
   pid: number;
   net_tcp: NetTcpEntry[];
   net_tcp6: NetTcpEntry[];
+  net_udp: NetUdpEntry[];
+  net_udp6: NetUdpEntry[];
   net_unix: NetUnixEntry[];
 }
 
@@ -119,6 +129,9 @@ export interface GroundTruth {
   kallsyms: KallsymsEntry[];
   net_tcp: NetTcpEntry[];
   net_tcp6: NetTcpEntry[];
+  /** /proc/net/udp and /proc/net/udp6 of the collector's namespace. */
+  net_udp: NetUdpEntry[];
+  net_udp6: NetUdpEntry[];
   /** /proc/net/unix of the collector's namespace. */
   net_unix: NetUnixEntry[];
   /** The collector's network namespace (init_net): inode number, null when not recorded. */
@@ -264,6 +277,21 @@ export function parseProcNetTcp(lines: readonly string[]): NetTcpEntry[] {
   return out;
 }
 
+/**
+ * Parse /proc/net/udp or /proc/net/udp6 (header skipped): `sl local rem st tx:rx tr:when retrnsmt
+ * uid timeout inode ref pointer drops`, addresses and states decoded as in /proc/net/tcp.
+ */
+export function parseProcNetUdp(lines: readonly string[]): NetUdpEntry[] {
+  const out: NetUdpEntry[] = [];
+  for (const line of lines) {
+    const [e] = parseProcNetTcp([line]);
+    if (!e) continue;
+    const drops = Number(line.trim().split(/\s+/)[12]);
+    out.push({ ...e, drops: Number.isFinite(drops) ? drops : 0 });
+  }
+  return out;
+}
+
 const SOCK_TYPES: Record<number, string> = { 1: 'stream', 2: 'dgram', 3: 'raw', 4: 'rdm', 5: 'seqpacket' };
 const SS_STATES: Record<number, string> = {
   0: 'FREE',
@@ -308,31 +336,37 @@ export function parseNsLink(text: string): number | null {
 
 /**
  * Parse the collector's listing of other network namespaces: per namespace
- *   N <pid> net:[INUM] / 4 <line of /proc/PID/net/tcp> / 6 <… tcp6> / U <… unix>
+ *   N <pid> net:[INUM] / 4 <line of /proc/PID/net/tcp> / 6 <… tcp6> / u4 <… udp> / u6 <… udp6> /
+ *   U <… unix>
  */
 export function parseNetnsListing(lines: readonly string[]): NetnsEntry[] {
   const out: NetnsEntry[] = [];
-  let cur: { e: NetnsEntry; t4: string[]; t6: string[]; u: string[] } | undefined;
+  type Tag = '4' | '6' | 'u4' | 'u6' | 'U';
+  let cur: { e: NetnsEntry; lines: Record<Tag, string[]> } | undefined;
   const flush = (): void => {
     if (!cur) return;
-    cur.e.net_tcp = parseProcNetTcp(cur.t4);
-    cur.e.net_tcp6 = parseProcNetTcp(cur.t6);
-    cur.e.net_unix = parseProcNetUnix(cur.u);
+    cur.e.net_tcp = parseProcNetTcp(cur.lines['4']);
+    cur.e.net_tcp6 = parseProcNetTcp(cur.lines['6']);
+    cur.e.net_udp = parseProcNetUdp(cur.lines.u4);
+    cur.e.net_udp6 = parseProcNetUdp(cur.lines.u6);
+    cur.e.net_unix = parseProcNetUnix(cur.lines.U);
     out.push(cur.e);
     cur = undefined;
   };
   for (const line of lines) {
-    const tag = line.slice(0, 2);
-    const rest = line.slice(2);
-    if (tag === 'N ') {
+    const m = /^(N|4|6|u4|u6|U) /.exec(line);
+    if (!m) continue;
+    const rest = line.slice(m[0].length);
+    if (m[1] === 'N') {
       flush();
       const [pid, link] = rest.trim().split(/\s+/);
       const inum = parseNsLink(link ?? '');
       if (inum !== null)
-        cur = { e: { inum, pid: Number(pid), net_tcp: [], net_tcp6: [], net_unix: [] }, t4: [], t6: [], u: [] };
-    } else if (cur && tag === '4 ') cur.t4.push(rest);
-    else if (cur && tag === '6 ') cur.t6.push(rest);
-    else if (cur && tag === 'U ') cur.u.push(rest);
+        cur = {
+          e: { inum, pid: Number(pid), net_tcp: [], net_tcp6: [], net_udp: [], net_udp6: [], net_unix: [] },
+          lines: { '4': [], '6': [], u4: [], u6: [], U: [] },
+        };
+    } else if (cur) cur.lines[m[1] as Tag].push(rest);
   }
   flush();
   return out.sort((a, b) => a.pid - b.pid);
@@ -466,6 +500,8 @@ export function parseTruth(
     kallsyms: parseKallsyms(kallsymsLines),
     net_tcp: parseProcNetTcp(get('net_tcp')),
     net_tcp6: parseProcNetTcp(get('net_tcp6')),
+    net_udp: parseProcNetUdp(get('net_udp')),
+    net_udp6: parseProcNetUdp(get('net_udp6')),
     net_unix: parseProcNetUnix(get('net_unix')),
     netns: parseNsLink(first('netns')),
     other_netns: parseNetnsListing(get('other_netns')),
@@ -485,6 +521,8 @@ sec meminfo; cat /proc/meminfo
 sec modules; cat /proc/modules
 sec net_tcp; cat /proc/net/tcp
 sec net_tcp6; cat /proc/net/tcp6
+sec net_udp; cat /proc/net/udp
+sec net_udp6; cat /proc/net/udp6
 sec net_unix; cat /proc/net/unix
 sec netns; readlink /proc/self/ns/net
 sec other_netns
@@ -496,6 +534,8 @@ for d in /proc/[0-9]*; do
   echo "N \${d#/proc/} $n"
   sed 's/^/4 /' "$d/net/tcp" 2>/dev/null
   sed 's/^/6 /' "$d/net/tcp6" 2>/dev/null
+  sed 's/^/u4 /' "$d/net/udp" 2>/dev/null
+  sed 's/^/u6 /' "$d/net/udp6" 2>/dev/null
   sed 's/^/U /' "$d/net/unix" 2>/dev/null
 done
 sec iomem; cat /proc/iomem

@@ -103,6 +103,23 @@ describe.each(targets.map((t) => [t.id, t] as const))('lab target %s', (_id, tar
     expect(other!.net_tcp.map((e) => e.state).sort()).toEqual(['ESTABLISHED', 'ESTABLISHED', 'LISTEN']);
     expect(other!.net_tcp.every((e) => e.local_port === port || e.rem_port === port)).toBe(true);
     expect(t.net_tcp.some((e) => e.local_port === WORKLOAD.unix.netnsTcpPort)).toBe(false);
+    // UDP: unconnected v4 and v6 and a connected v4 socket in init_net, one v4 socket in the namespace
+    const udp = (es: typeof t.net_udp) => es.map((e) => [e.local_ip, e.rem_ip, e.rem_port, e.state]).sort();
+    expect(t.net_udp.find((e) => e.rem_port === 0)?.local_port).toBe(WORKLOAD.unix.udpPort);
+    expect(udp(t.net_udp)).toEqual([
+      ['0.0.0.0', '0.0.0.0', 0, 'CLOSE'],
+      ['127.0.0.1', '127.0.0.1', WORKLOAD.unix.udpPort, 'ESTABLISHED'],
+    ]);
+    expect(t.net_udp6.map((e) => [e.local_ip, e.local_port, e.state])).toEqual([
+      ['::', WORKLOAD.unix.udp6Port, 'CLOSE'],
+    ]);
+    expect(other!.net_udp.map((e) => [e.local_ip, e.local_port, e.state])).toEqual([
+      ['0.0.0.0', WORKLOAD.unix.netnsUdpPort, 'CLOSE'],
+    ]);
+    for (const e of [...t.net_udp, ...t.net_udp6, ...other!.net_udp]) expect(e.inode).toBeGreaterThan(0);
+    // 6.2+: the namespace has a UDP hash table of its own (udp_child_hash_entries; shared shows as -N)
+    const h = await vm.run(`nsenter -n -t ${inNetns.pid} cat /proc/sys/net/ipv4/udp_hash_entries 2>/dev/null; true`);
+    expect(h.stdout.trim()).toBe(t.uname_r.startsWith('6.1.') ? '' : '128');
   });
 
   it('modules: dummy and crc32_generic are live at kernel-half addresses, with their symbols', () => {

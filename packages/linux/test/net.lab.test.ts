@@ -1,11 +1,12 @@
 /**
- * netstat against the guest's own /proc/net/tcp{,6} and /proc/net/unix: the workload's listeners
- * (boot truth) and connections opened inside the guest for this test (fresh truth, then a fresh
- * snapshot), owners from the guest's ps; unix sockets (inode, path, type, state) of init_net and of
- * every other network namespace (/proc/PID/net/* of a process in it), including socks no process
- * holds by fd; the same rows over nettlp://; a cyclic hash chain in a copied image gives partial
- * rows + a warning (library) and exit 3 (CLI), no hang. The guest's /proc/net files show only the
- * reader's namespace, so pmi's rows are compared per `netns`.
+ * netstat against the guest's own /proc/net/tcp{,6}, /proc/net/udp{,6} and /proc/net/unix: the
+ * workload's listeners (boot truth) and connections opened inside the guest for this test (fresh
+ * truth, then a fresh snapshot), owners from the guest's ps; UDP v4/v6 sockets (unconnected and
+ * connected) of the lab helper in init_net and in its own namespace; unix sockets (inode, path,
+ * type, state) of init_net and of every other network namespace (/proc/PID/net/* of a process in
+ * it), including socks no process holds by fd; the same rows over nettlp://; a cyclic hash chain in
+ * a copied image gives partial rows + a warning (library) and exit 3 (CLI), no hang. The guest's
+ * /proc/net files show only the reader's namespace, so pmi's rows are compared per `netns`.
  */
 import { openLabKernel, openSnapshotOverNettlp } from './lab-kernel.js';
 import { spawnSync } from 'node:child_process';
@@ -18,6 +19,7 @@ import '@pmi/sources';
 import {
   openLabVm,
   parseProcNetTcp,
+  parseProcNetUdp,
   parseProcNetUnix,
   WORKLOAD,
   type GroundTruth,
@@ -43,15 +45,20 @@ const fromPmi = (s: SocketRow) => ({
   inode: s.inode,
   uid: s.uid ?? 0,
 });
-const tcpRows = (rows: SocketRow[], netns: number | null) =>
+/** pmi's inet rows of one family pair (tcp/tcp6 or udp/udp6) in one namespace, as /proc shows them. */
+const inetRows = (rows: SocketRow[], netns: number | null, p: 'tcp' | 'udp') =>
   rows
-    .filter((r) => (r.proto === 'tcp' || r.proto === 'tcp6') && r.netns === netns)
+    .filter((r) => (r.proto === p || r.proto === `${p}6`) && r.netns === netns)
     .map(fromPmi)
     .sort((a, b) => a.key.localeCompare(b.key));
-const tcpTruth = (t4: NetTcpEntry[], t6: NetTcpEntry[]) =>
-  [...t4.map((e) => fromTruth('tcp', e)), ...t6.map((e) => fromTruth('tcp6', e))].sort((a, b) =>
+const inetTruth = (p: 'tcp' | 'udp', t4: NetTcpEntry[], t6: NetTcpEntry[]) =>
+  [...t4.map((e) => fromTruth(p, e)), ...t6.map((e) => fromTruth(`${p}6`, e))].sort((a, b) =>
     a.key.localeCompare(b.key),
   );
+const tcpRows = (rows: SocketRow[], netns: number | null) => inetRows(rows, netns, 'tcp');
+const tcpTruth = (t4: NetTcpEntry[], t6: NetTcpEntry[]) => inetTruth('tcp', t4, t6);
+const udpRows = (rows: SocketRow[], netns: number | null) => inetRows(rows, netns, 'udp');
+const udpTruth = (u4: NetTcpEntry[], u6: NetTcpEntry[]) => inetTruth('udp', u4, u6);
 // unix: what /proc/net/unix shows of a socket (its kernel address is hashed there)
 const unixKey = (inode: number, type: string, state: string, path: string): string =>
   `${inode} ${type} ${state} ${JSON.stringify(path)}`;
@@ -93,6 +100,77 @@ describe.each(targets.map((t) => [t.id, t] as const))('netstat, lab target %s', 
         expect(row!.comms).toEqual(['httpd']);
         expect(row!.found).toEqual(['hash', 'fd']);
       }
+    } finally {
+      await mem.close();
+    }
+  });
+
+  it('UDP v4 and v6 per namespace: rows equal /proc/net/udp{,6} (of a process in it), the helpers own theirs', async () => {
+    const { mem, k } = await openLabKernel('raw:' + target.snapshot_path, target);
+    try {
+      const r = await listSockets(k);
+      expect(r.warnings).toEqual([]);
+      const H = WORKLOAD.unix;
+      const pidOf = (comm: string) => truth.ps.filter((p) => p.comm === comm).map((p) => p.pid);
+      const [helper] = pidOf(H.comm);
+      const [inNetns] = pidOf(H.netnsComm);
+      expect([helper, inNetns]).toEqual([expect.any(Number), expect.any(Number)]);
+      const other = truth.other_netns.find((n) => n.pid === inNetns);
+      expect(other, `netns of ${H.netnsComm}`).toBeDefined();
+      // the truth holds the helpers' sockets (so the comparisons below are not of empty sets); the
+      // connected one has an ephemeral local port
+      const view = (es: NetTcpEntry[], eph?: number) =>
+        es
+          .map((e) => [e.local_ip, e.local_port === eph ? 'ephemeral' : e.local_port, e.rem_ip, e.rem_port, e.state])
+          .sort();
+      const eph = truth.net_udp.find((e) => e.rem_port === H.udpPort)?.local_port;
+      expect(eph).toBeGreaterThan(1023);
+      expect(view(truth.net_udp, eph)).toEqual(
+        [
+          ['0.0.0.0', H.udpPort, '0.0.0.0', 0, 'CLOSE'],
+          ['127.0.0.1', 'ephemeral', '127.0.0.1', H.udpPort, 'ESTABLISHED'],
+        ].sort(),
+      );
+      expect(view(truth.net_udp6)).toEqual([['::', H.udp6Port, '::', 0, 'CLOSE']]);
+      expect(view(other!.net_udp)).toEqual([['0.0.0.0', H.netnsUdpPort, '0.0.0.0', 0, 'CLOSE']]);
+      expect(other!.net_udp6).toEqual([]);
+      // per namespace: proto, local and remote address:port, state, inode, uid equal /proc's
+      expect(udpRows(r.rows, truth.netns)).toEqual(udpTruth(truth.net_udp, truth.net_udp6));
+      for (const ns of truth.other_netns)
+        expect(udpRows(r.rows, ns.inum), `netns ${ns.inum}`).toEqual(udpTruth(ns.net_udp, ns.net_udp6));
+      // every UDP socket of the guest is the helpers': owned by them, in the kernel's tables and their fds
+      const owner = (netns: number | null) => (netns === truth.netns ? [helper, H.comm] : [inNetns, H.netnsComm]);
+      const udp = r.rows.filter((s) => s.proto === 'udp' || s.proto === 'udp6');
+      expect(udp).toHaveLength(4);
+      for (const s of udp) {
+        const [pid, comm] = owner(s.netns);
+        expect([s.proto, s.local_port, s.pids, s.comms, s.found], `${s.proto} ${s.local_port}`).toEqual([
+          s.proto,
+          s.local_port,
+          [pid],
+          [comm],
+          ['hash', 'fd'],
+        ]);
+      }
+      expect(
+        udp.map((s) => [s.netns === truth.netns ? 'init' : 'other', s.proto, s.state, s.remote_port]).sort(),
+      ).toEqual(
+        [
+          ['init', 'udp', 'CLOSE', 0],
+          ['init', 'udp', 'ESTABLISHED', H.udpPort],
+          ['init', 'udp6', 'CLOSE', 0],
+          ['other', 'udp', 'CLOSE', 0],
+        ].sort(),
+      );
+      console.log(
+        `[net] ${target.id}: udp ` +
+          udp
+            .map(
+              (s) =>
+                `${s.proto} ${s.local_address}:${s.local_port}->${s.remote_address}:${s.remote_port} ${s.state} netns ${s.netns}`,
+            )
+            .join('; '),
+      );
     } finally {
       await mem.close();
     }
@@ -187,10 +265,15 @@ describe.each(targets.map((t) => [t.id, t] as const))('netstat, lab target %s', 
     const snap = join(scratch, 'live.ram');
     try {
       expect(Object.keys(pids).sort()).toEqual(['C1', 'C2', 'L']);
-      const cat = await vm.run('cat /proc/net/tcp; echo @@6; cat /proc/net/tcp6; echo @@U; cat /proc/net/unix');
+      const cat = await vm.run(
+        'cat /proc/net/tcp; echo @@6; cat /proc/net/tcp6; echo @@U; cat /proc/net/unix; ' +
+          'echo @@u4; cat /proc/net/udp; echo @@u6; cat /proc/net/udp6',
+      );
       await vm.snapshot(snap);
       const [t4, rest] = cat.stdout.split('@@6');
-      const [t6, tu] = rest.split('@@U');
+      const [t6, rest2] = rest.split('@@U');
+      const [tu, rest3] = rest2.split('@@u4');
+      const [u4, u6] = rest3.split('@@u6');
       const want = tcpTruth(parseProcNetTcp(t4.split('\n')), parseProcNetTcp(t6.split('\n')));
       const { mem, k } = await openLabKernel('raw:' + snap, target);
       try {
@@ -198,6 +281,9 @@ describe.each(targets.map((t) => [t.id, t] as const))('netstat, lab target %s', 
         expect(r.warnings).toEqual([]);
         expect(tcpRows(r.rows, truth.netns)).toEqual(want);
         expect(unixRows(r.rows, truth.netns)).toEqual(unixTruth(parseProcNetUnix(tu.split('\n'))));
+        const udpWant = udpTruth(parseProcNetUdp(u4.split('\n')), parseProcNetUdp(u6.split('\n')));
+        expect(udpWant.length).toBeGreaterThan(0);
+        expect(udpRows(r.rows, truth.netns)).toEqual(udpWant);
         // our client connections: ESTABLISHED with the right ports, owned by the nc we started
         const c1 = r.rows.find((s) => s.remote_port === port && s.state === 'ESTABLISHED');
         expect(c1?.pids).toEqual([pids.C1]);
