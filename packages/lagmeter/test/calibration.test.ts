@@ -60,8 +60,8 @@ let inter: InterleavedResult;
 
 const log = (s: string) => console.log(`[lagmeter calibration] ${s}`);
 
-async function measure(name: string, link: LinkArgs): Promise<Summary> {
-  const cfg = defaultConfig({ ...BASE, durationMs: DURATION, ...parseLinkArgs(link) });
+async function measure(name: string, link: LinkArgs, extra: Partial<RunConfig> = {}): Promise<Summary> {
+  const cfg = defaultConfig({ ...BASE, durationMs: DURATION, ...parseLinkArgs(link), ...extra });
   const s = analyze(await runPipeline(cfg, lab), name).summary;
   results.set(name, s);
   const st = s.stages;
@@ -172,11 +172,19 @@ describe('lagmeter calibration: delays (headless Chromium, relay, zero playout d
     // Bursts (mean 10 packets, ~5% average) on a 100 ms each-way path with zero playout delay: a
     // frame hit by a burst waits at least one 200 ms round trip for its retransmission, longer
     // than WebRTC's freeze threshold (max(3 × mean frame interval, mean + 150 ms) ≈ 183 ms at 30 fps).
-    const s = await measure('gilbert-5', { delay: '100ms', lossDown: 'gilbert:0.005,0.1' });
-    expect(s.network.relay!.down.lost).toBeGreaterThan(0);
-    expect(s.network.retransmitted).toBeGreaterThan(0);
+    // The relay's loss pattern is seeded per packet, but which packets carry media (rather than
+    // bandwidth probes or padding) varies from run to run: a run whose bursts all hit probes freezes
+    // nothing (seen once in CI: 154 packets lost, 13 retransmitted, no freeze). So up to three runs
+    // with other seeds; every run must show the loss and the retransmissions, one the freeze.
+    let s!: Summary;
+    for (const seed of [7, 8, 9]) {
+      s = await measure(`gilbert-5 seed ${seed}`, { delay: '100ms', lossDown: 'gilbert:0.005,0.1' }, { seed });
+      expect(s.network.relay!.down.lost).toBeGreaterThan(0);
+      expect(s.network.retransmitted).toBeGreaterThan(0);
+      if (s.network.freezes > 0) break;
+    }
     expect(s.network.freezes).toBeGreaterThan(0);
-  }, 60_000);
+  }, 120_000);
 });
 
 // Counts and the cross-check with Chromium's default (adaptive) playout, as `lagmeter run` uses it.
