@@ -26,6 +26,9 @@ function summariseTruth(t: GroundTruth): string {
     `modules   ${t.modules.map((m) => `${m.name}@${m.address}`).join(' ')}`,
     `tcp       ${t.net_tcp.map((r) => `${r.local_ip}:${r.local_port}/${r.state}`).join(' ')}`,
     `tcp6      ${t.net_tcp6.map((r) => `[${r.local_ip}]:${r.local_port}/${r.state}`).join(' ')}`,
+    `udp       ${t.net_udp.map((r) => `${r.local_ip}:${r.local_port}/${r.state}`).join(' ')}`,
+    `udp6      ${t.net_udp6.map((r) => `[${r.local_ip}]:${r.local_port}/${r.state}`).join(' ')}`,
+    `unix      ${t.net_unix.length} sockets, netns ${t.netns ?? '?'}; other namespaces: ${t.other_netns.length}`,
     `processes ${t.ps.length} (user processes below)`,
   ];
   for (const p of t.ps.filter((p) => p.args !== '')) {
