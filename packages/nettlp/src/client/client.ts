@@ -194,6 +194,8 @@ class Slot {
   readonly tx = Buffer.alloc(32);
   readonly scratch: Buffer;
   readonly mask: Uint8Array;
+  /** End of the highest byte range received for the current request (nothing is set at or above it). */
+  maskEnd = 0;
   constructor(
     readonly tag: number,
     mrrs: number,
@@ -654,6 +656,7 @@ export class NetTlpClient implements PhysicalMemory {
     // timestamp, 27 s per wrap at 6.4 ns, could no longer be compared)
     s.floorValid = s.lastTsAt > 0 && performance.now() - s.lastTsAt < 10_000;
     s.mask.fill(0, 0, len);
+    s.maskEnd = 0;
     this.sendRead(s);
   }
 
@@ -754,19 +757,28 @@ export class NetTlpClient implements PhysicalMemory {
     }
     const mask = s.mask;
     const end = off + valid;
-    const firstSet = mask.indexOf(1, off);
-    if (firstSet !== -1 && firstSet < end) {
-      const firstClear = mask.indexOf(0, off);
-      if (firstClear === -1 || firstClear >= end) {
-        const p = t.payloadOffset + lead;
-        // Same region, different bytes: one of the two is a stale completion of another request.
-        if (msg.compare(s.scratch, off, end, p, p + valid) !== 0) this.onConflict(s);
-        else m.duplicates++;
-      } else m.dropped_invalid++; // overlaps a different split: inconsistent
-      return;
+    if (off < s.maskEnd) {
+      // Completions usually arrive in order (nothing set at or above off): only otherwise look at
+      // which of [off, end) arrived already.
+      let anySet = false;
+      let allSet = true;
+      for (let i = off; i < end; i++) {
+        if (mask[i] !== 0) anySet = true;
+        else allSet = false;
+      }
+      if (anySet) {
+        if (allSet) {
+          const p = t.payloadOffset + lead;
+          // Same region, different bytes: one of the two is a stale completion of another request.
+          if (msg.compare(s.scratch, off, end, p, p + valid) !== 0) this.onConflict(s);
+          else m.duplicates++;
+        } else m.dropped_invalid++; // overlaps a different split: inconsistent
+        return;
+      }
     }
     msg.copy(s.scratch, off, t.payloadOffset + lead, t.payloadOffset + lead + valid);
     mask.fill(1, off, end);
+    if (end > s.maskEnd) s.maskEnd = end;
     s.received += valid;
     if (t.byteCount < s.minBc) s.minBc = t.byteCount;
     this.noteTs(s, ts);
