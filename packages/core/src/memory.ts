@@ -54,6 +54,12 @@ export interface PhysicalMemory {
   writeBatch(ops: readonly MemOp[]): Promise<void>;
   /** Release files/sockets. Further calls fail with E_CLOSED. Idempotent. */
   close(): Promise<void>;
+  /**
+   * The target's own map of RAM, found by kernel discovery. A source whose ranges are a guess (NetTLP
+   * probing: the protocol cannot say what is RAM) narrows them to it and returns true; sources that
+   * know their ranges (files, ranges given by the user) leave them and return false or lack the method.
+   */
+  adoptMemoryMap?(ram: readonly PhysRange[]): boolean;
 }
 
 /** Options every source opener accepts. */
@@ -128,6 +134,21 @@ export function assertInRanges(origin: string, ranges: readonly PhysRange[], add
 }
 
 /** Sort and merge touching/overlapping ranges. */
+/** Ranges in both lists (each sorted and merged, as normaliseRanges gives them). */
+export function intersectRanges(a: readonly PhysRange[], b: readonly PhysRange[]): PhysRange[] {
+  const out: PhysRange[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length && j < b.length) {
+    const s = Math.max(a[i].start, b[j].start);
+    const e = Math.min(a[i].end, b[j].end);
+    if (s < e) out.push({ start: s, end: e });
+    if (a[i].end < b[j].end) i++;
+    else j++;
+  }
+  return out;
+}
+
 export function normaliseRanges(ranges: readonly PhysRange[]): PhysRange[] {
   const sorted = ranges.filter((r) => r.end > r.start).sort((a, b) => a.start - b.start);
   const out: PhysRange[] = [];

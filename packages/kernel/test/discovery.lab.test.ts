@@ -86,6 +86,12 @@ describe.each(targets.map((t) => [t.id, t] as const))('discovery on %s', (_id, t
     // The page tables pmi found translate _text to the guest's own "Kernel code" start (/proc/iomem).
     const code = truth.iomem?.find((r) => r.name === 'Kernel code');
     if (code) expect(f.textPhys).toBe(Number(BigInt(code.start)));
+    // The memory map read from iomem_resource: the guest's own top-level "System RAM" lines.
+    const sysRam = truth.iomem
+      .filter((r) => r.depth === 0 && r.name === 'System RAM')
+      .map((r) => ({ start: Number(BigInt(r.start)), end: Number(BigInt(r.end)) + 1 }));
+    expect(sysRam.length).toBeGreaterThan(0);
+    expect(f.ram).toEqual(sysRam);
     // linux_banner read through the discovered kernel page table is the guest's banner.
     const banner = await k.paging.readVirtual(mem.addressOf('linux_banner'), 14);
     expect(Buffer.from(banner).toString('latin1')).toBe('Linux version ');
@@ -129,6 +135,48 @@ describe.each(targets.map((t) => [t.id, t] as const))('discovery on %s', (_id, t
         expect(warm.facts.warnings).toEqual([]);
       } finally {
         await mem.close();
+      }
+    } finally {
+      await adapter.close();
+      await source.close();
+    }
+  });
+
+  it('over NetTLP with probed ranges, discovery narrows the source to the System RAM of /proc/iomem', async () => {
+    const source = await openSource('raw:' + target.snapshot_path);
+    const portBase = 20000 + Math.floor(Math.random() * 400) * 64;
+    const adapter = await startAdapter({ source, listen: '127.0.0.2', portBase, tags: 16 });
+    try {
+      const mem = await openSource(`nettlp://127.0.0.2:${portBase}?tags=16&mrrs=4096`); // loopback: probed
+      try {
+        const probed = mem.info.ranges.map((r) => ({ ...r }));
+        // The legacy VGA window (0xa0000) is inside the probed span, but it is not RAM.
+        expect(probed[0].start).toBe(0);
+        expect(probed[0].end).toBeGreaterThan(0x100000);
+        expect(await mem.readBatch([{ addr: 0xa0000, buf: new Uint8Array(16) }])).toEqual([]);
+        const k = await discoverKernel(mem);
+        expect(k.facts.ramAdopted).toBe(true);
+        const sysRam = truth.iomem
+          .filter((r) => r.depth === 0 && r.name === 'System RAM')
+          .map((r) => ({ start: Number(BigInt(r.start)), end: Number(BigInt(r.end)) + 1 }))
+          .map((r) => ({ start: r.start, end: Math.min(r.end, probed.at(-1)!.end) }))
+          .filter((r) => r.start < r.end);
+        expect(mem.info.ranges).toEqual(sysRam);
+        const [f] = await mem.readBatch([{ addr: 0xa0000, buf: new Uint8Array(16) }]);
+        expect(f.error.code).toBe('E_OUT_OF_RANGE');
+        expect(essentials(k)).toEqual(essentials(fromSnapshot));
+      } finally {
+        await mem.close();
+      }
+      // Ranges given by the user are theirs: discovery reports the map but does not narrow them.
+      const size = statSync(target.snapshot_path).size;
+      const given = await openSource(`nettlp://127.0.0.2:${portBase}?tags=16&mrrs=4096&ranges=0+${size}`);
+      try {
+        const k = await discoverKernel(given);
+        expect(k.facts.ramAdopted).toBe(false);
+        expect(given.info.ranges).toEqual([{ start: 0, end: size }]);
+      } finally {
+        await given.close();
       }
     } finally {
       await adapter.close();

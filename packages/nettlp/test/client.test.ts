@@ -226,6 +226,35 @@ describe('NetTLP client reads against the test responder', () => {
     });
   });
 
+  it('adoptMemoryMap narrows probed ranges to the RAM inside them, and leaves given ranges alone', async () => {
+    const low = randomBytes(4 << 20, 3);
+    const { client, responder } = await startPair({ tags: 2, regions: [{ start: 0, data: low }] }, (b) =>
+      openNetTlp(`nettlp://127.0.0.2:${b}?tags=2`),
+    );
+    cleanups.push(() => responder.close());
+    cleanups.push(() => client.close());
+    expect(client.info.ranges).toEqual([{ start: 0, end: 4 << 20 }]); // probed
+    expect(
+      client.adoptMemoryMap([
+        { start: 0x1000, end: 0x9f000 },
+        { start: 0x100000, end: 0x4000000 },
+      ]),
+    ).toBe(true);
+    expect(client.info.ranges).toEqual([
+      { start: 0x1000, end: 0x9f000 },
+      { start: 0x100000, end: 4 << 20 },
+    ]);
+    await expect(readPhys(client, 0xa0000, 4)).rejects.toMatchObject({ code: 'E_OUT_OF_RANGE' });
+    expect(Buffer.compare(await readPhys(client, 0x2000, 16), low.subarray(0x2000, 0x2010))).toBe(0);
+    expect(client.adoptMemoryMap([{ start: 1 << 30, end: 2 << 30 }])).toBe(false); // disjoint: keep what we have
+    expect(client.info.ranges).toHaveLength(2);
+
+    const given = await openNetTlp(`nettlp://127.0.0.2:${client.options.portBase}?tags=2&local=127.0.0.3&ranges=0+1M`);
+    cleanups.push(() => given.close());
+    expect(given.adoptMemoryMap([{ start: 0x1000, end: 0x9f000 }])).toBe(false);
+    expect(given.info.ranges).toEqual([{ start: 0, end: 1 << 20 }]);
+  });
+
   it('close() rejects pending reads with E_CLOSED and leaves no handles', async () => {
     const { client, responder } = await startPair({ tags: 2, regions: [], silent: true }, (b) =>
       openNetTlp(`nettlp://127.0.0.2:${b}?tags=2&ranges=0-1M&timeout=1000`),

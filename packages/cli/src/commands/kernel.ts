@@ -30,6 +30,11 @@ export function infoDocument(k: DiscoveredKernel): Record<string, unknown> {
     btf_type_count: f.btfTypes ?? null,
     btf_phys: f.btfPhys === undefined ? null : hex(f.btfPhys),
     btf_source: f.btfSource ?? null,
+    // The kernel's own "System RAM" map; source_ranges is what the source serves after discovery
+    // (a probed NetTLP target narrows its ranges to the RAM: ram_adopted).
+    system_ram: f.ram ? f.ram.map((r) => `${hex(r.start)}-${hex(r.end)}`).join(',') : null,
+    ram_adopted: f.ramAdopted ?? false,
+    source_ranges: k.mem.info.ranges.map((r) => `${hex(r.start)}-${hex(r.end)}`).join(','),
     steps: f.steps.map((s) => ({ stage: s.stage, method: s.method, ms: s.ms, ...(s.detail ?? {}) })),
     total_ms: f.totalMs,
     warnings: f.warnings,

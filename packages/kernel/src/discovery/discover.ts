@@ -12,6 +12,8 @@ import { compareSymbols } from '../symfiles/index.js';
 import { locateBtf, loadBtfFile, type Btf } from '../btf/index.js';
 import { X86Paging } from '../paging/index.js';
 import { findVmcoreInfo, type VmcoreInfo } from './vmcoreinfo.js';
+import { KernelObjects } from '../objects/kernel.js';
+import { readMemoryMap } from './memmap.js';
 
 /** x86-64 `__START_KERNEL_map`: the kernel image's virtual base before KASLR. */
 export const START_KERNEL_MAP = 0xffffffff80000000n;
@@ -19,7 +21,7 @@ export const START_KERNEL_MAP = 0xffffffff80000000n;
 export const LINK_TEXT = 0xffffffff81000000n;
 
 export interface DiscoveryStep {
-  stage: 'symbols' | 'phys_base' | 'paging' | 'layout' | 'banner' | 'types' | 'vmcoreinfo';
+  stage: 'symbols' | 'phys_base' | 'paging' | 'layout' | 'banner' | 'types' | 'vmcoreinfo' | 'memmap';
   method: string;
   ms: number;
   detail?: Record<string, unknown>;
@@ -71,6 +73,10 @@ export interface KernelFacts {
   btfPhys?: number;
   btfSource?: 'memory' | 'file';
   vmcoreinfo?: { physAddress: number; osrelease?: string };
+  /** "System RAM" of the kernel's own memory map (top level of `iomem_resource`), when BTF was found. */
+  ram?: PhysRange[];
+  /** The source narrowed its ranges to `ram` (a NetTLP target whose ranges were only probed). */
+  ramAdopted?: boolean;
   /** Feed back as `hints` to skip the scans next time. */
   hints: DiscoveryHints;
   steps: DiscoveryStep[];
@@ -414,6 +420,27 @@ export async function discoverKernel(mem: PhysicalMemory, opts: DiscoverOptions 
     if (c.onlyInFile > 0) warnings.push(`${c.onlyInFile} symbols of the symbol file are not in the kernel's kallsyms`);
   }
 
+  // The target's own memory map: a source that only guessed its ranges (NetTLP probing) narrows
+  // them to System RAM, so nothing reads MMIO holes from here on. Never fatal.
+  const runtimeSymbols = symbolSource === 'file' ? rebase(symbols, slide) : symbols;
+  let ram: PhysRange[] | undefined;
+  let ramAdopted: boolean | undefined;
+  if (btf) {
+    try {
+      const map = await readMemoryMap(new KernelObjects({ paging, btf, symbols: runtimeSymbols }));
+      warnings.push(...map.warnings);
+      if (map.ram.length > 0) {
+        ram = map.ram;
+        ramAdopted = mem.adoptMemoryMap?.(map.ram) ?? false;
+      }
+      step('memmap', `iomem_resource: ${map.entries.length} entries, ${map.ram.length} System RAM ranges`, {
+        adopted: ramAdopted ?? false,
+      });
+    } catch (e) {
+      warnings.push(`memory map (iomem_resource) not read: ${(e as Error).message}`);
+    }
+  }
+
   const facts: KernelFacts = {
     release,
     banner,
@@ -433,6 +460,8 @@ export async function discoverKernel(mem: PhysicalMemory, opts: DiscoverOptions 
     btfPhys,
     btfSource,
     vmcoreinfo: vmci ? { physAddress: vmci.physAddress, osrelease: vmci.osrelease } : undefined,
+    ram,
+    ramAdopted,
     hints: {
       kallsymsTokenTable: kallsyms?.layout.tables.tokenTable,
       btfPhys,
@@ -442,7 +471,7 @@ export async function discoverKernel(mem: PhysicalMemory, opts: DiscoverOptions 
     warnings,
     totalMs: Math.round((performance.now() - t0) * 10) / 10,
   };
-  return { mem, symbols: symbolSource === 'file' ? rebase(symbols, slide) : symbols, kallsyms, btf, paging, facts };
+  return { mem, symbols: runtimeSymbols, kallsyms, btf, paging, facts };
 }
 
 /**

@@ -1,2 +1,3 @@
 export * from './discover.js';
 export * from './vmcoreinfo.js';
+export * from './memmap.js';

@@ -30,6 +30,7 @@ import {
   PmiError,
   firstMissingByte,
   hex,
+  intersectRanges,
   normaliseRanges,
   outOfRangeError,
   type MemOp,
@@ -334,6 +335,19 @@ export class NetTlpClient implements PhysicalMemory {
       }
     }
     this._info = this.makeInfo(normaliseRanges(ranges));
+  }
+
+  /**
+   * Discovery found the target's System RAM (PhysicalMemory.adoptMemoryMap): when the ranges were only
+   * probed (no `ranges=`), keep just the RAM inside them, so the MMIO holes the probe cannot see (e.g.
+   * 0xa0000–0xfffff, PCI windows below 4 GiB) are never read. Ranges the user gave are kept as given.
+   */
+  adoptMemoryMap(ram: readonly PhysRange[]): boolean {
+    if (this.options.ranges !== undefined || this.closed) return false;
+    const narrowed = intersectRanges(this._info.ranges, normaliseRanges(ram));
+    if (narrowed.length === 0) return false; // the map and the probe disagree completely: keep the probe
+    this.setRanges(narrowed);
+    return true;
   }
 
   private makeInfo(ranges: readonly PhysRange[]): SourceInfo {
