@@ -161,30 +161,46 @@ export async function* walkList(
   member: string,
   opts: WalkOptions = {},
 ): AsyncGenerator<StructView, void> {
-  const max = opts.max ?? DEFAULT_MAX;
-  const chunk = Math.max(1, opts.chunk ?? DEFAULT_CHUNK);
-  const name = opts.name ?? `${T.name}.${member}`;
-  const memberOff = BigInt(T.offsetOf(member));
   const nextOff = BigInt(k.btf.fieldOffset('list_head', 'next'));
+  // circular: back at the head is the end; NULL is a broken link
+  yield* walkFromHead(k, headVa, T, member, opts, nextOff, nextOff, (n, head) =>
+    n === head ? 'end' : n === 0n ? 'null' : undefined,
+  );
+}
+
+/**
+ * The start shared by list and hlist walks: read the head's first link (at `firstOff`), then chase
+ * `next` links (at `nextOff` in each node) until `end` says so — bounded, see chaseLinks.
+ */
+async function* walkFromHead(
+  k: KernelObjects,
+  headVa: bigint,
+  T: Layout,
+  member: string,
+  opts: WalkOptions,
+  firstOff: bigint,
+  nextOff: bigint,
+  end: (node: bigint, head: bigint) => 'end' | 'null' | undefined,
+): AsyncGenerator<StructView, void> {
+  const name = opts.name ?? `${T.name}.${member}`;
   const head = BigInt.asUintN(64, headVa);
   const r = new LinkReader(k.paging);
   opts.signal?.throwIfAborted();
   let node: bigint;
   try {
-    node = await r.read(head + nextOff);
+    node = await r.read(head + firstOff);
   } catch (e) {
     throw listError('unreadable', name, head, undefined, 0, e);
   }
   yield* chaseLinks(k, T, r, node, {
     name,
-    max,
-    chunk,
-    memberOff,
+    max: opts.max ?? DEFAULT_MAX,
+    chunk: Math.max(1, opts.chunk ?? DEFAULT_CHUNK),
+    memberOff: BigInt(T.offsetOf(member)),
     nextOff,
     signal: opts.signal,
     head,
-    // circular: back at the head is the end; NULL is a broken link
-    end: (n) => (n === head ? 'end' : n === 0n ? 'null' : undefined),
+    end: (n) => end(n, head),
   });
 }
 
@@ -218,32 +234,12 @@ export async function* walkHlist(
   member: string,
   opts: HlistOptions = {},
 ): AsyncGenerator<StructView, void> {
-  const max = opts.max ?? DEFAULT_MAX;
-  const chunk = Math.max(1, opts.chunk ?? DEFAULT_CHUNK);
-  const name = opts.name ?? `${T.name}.${member}`;
-  const memberOff = BigInt(T.offsetOf(member));
   const firstOff = BigInt(k.btf.fieldOffset(opts.nulls ? 'hlist_nulls_head' : 'hlist_head', 'first'));
   const nextOff = BigInt(k.btf.fieldOffset(opts.nulls ? 'hlist_nulls_node' : 'hlist_node', 'next'));
-  const head = BigInt.asUintN(64, headVa);
-  const r = new LinkReader(k.paging);
-  opts.signal?.throwIfAborted();
-  let node: bigint;
-  try {
-    node = await r.read(head + firstOff);
-  } catch (e) {
-    throw listError('unreadable', name, head, undefined, 0, e);
-  }
-  yield* chaseLinks(k, T, r, node, {
-    name,
-    max,
-    chunk,
-    memberOff,
-    nextOff,
-    signal: opts.signal,
-    head,
-    // NULL-terminated; hlist_nulls ends on a "nulls" marker (low bit set)
-    end: (n) => (n === 0n || (opts.nulls && (n & 1n) === 1n) ? 'end' : undefined),
-  });
+  // NULL-terminated; hlist_nulls ends on a "nulls" marker (low bit set)
+  yield* walkFromHead(k, headVa, T, member, opts, firstOff, nextOff, (n) =>
+    n === 0n || (opts.nulls && (n & 1n) === 1n) ? 'end' : undefined,
+  );
 }
 
 /**
