@@ -42,6 +42,9 @@
 #endif
 /* UDP GSO: at most this many equal datagrams per send (the kernel's limit is 64 or more), and bytes. */
 #define GSO_MAX_SEGS 64
+/* Busy-waiting: this many empty waits in a row pause it for this long (µs). */
+#define SPIN_MISS_LIMIT 4
+#define SPIN_PAUSE_US 200e3
 #define GSO_MAX_BYTES 60000
 /* UDP GRO receive: coalesced buffers per recvmmsg and their size (a GSO send is at most ~64 KiB). */
 #define GRO_MSGS 16
@@ -371,6 +374,28 @@ static uint32_t receive_batch(io_t *io) {
   return n;
 }
 
+/* Busy-wait up to us µs for datagrams. Returns how many arrived, 0 when the wait found nothing, or
+ * -1 without waiting while waits are paused: SPIN_MISS_LIMIT empty waits in a row (an idle peer, or a
+ * peer in this process that cannot run while we spin) pause them for SPIN_PAUSE_US. One mechanism for
+ * the adapter's wait after a batch (setSpin) and the client's wait after a burst (poll). */
+static int spin_receive(io_t *io, double us) {
+  double t = now_us();
+  if (t < io->spin_paused_until) return -1;
+  double until = t + us;
+  uint32_t n;
+  do n = receive_batch(io);
+  while (n == 0 && now_us() < until);
+  if (n > 0) {
+    io->spin_misses = 0;
+    return (int)n;
+  }
+  if (++io->spin_misses >= SPIN_MISS_LIMIT) {
+    io->spin_misses = 0;
+    io->spin_paused_until = now_us() + SPIN_PAUSE_US;
+  }
+  return 0;
+}
+
 static void on_readable(uv_poll_t *p, int status, int events) {
   (void)events;
   io_t *io = p->data;
@@ -384,26 +409,13 @@ static void on_readable(uv_poll_t *p, int status, int events) {
   /* Rounds of receive + one JS call, then back to the loop (timers, other I/O). With spin_us set, an
    * empty round busy-waits that long for the next datagram instead of going back to sleep in
    * epoll: the peer's next request usually comes within microseconds, and sleeping costs a
-   * context switch on each side (the dominant cost on loopback). A spin that finds nothing
-   * SPIN_MISS_LIMIT times in a row pauses spinning for a while (idle peer, or a peer in this
-   * process that cannot run while we spin). */
+   * context switch on each side (the dominant cost on loopback); see spin_receive. */
   int max_rounds = io->spin_us > 0 ? 64 : 8;
   for (int round = 0; round < max_rounds && !io->closing; round++) {
     uint32_t n = receive_batch(io);
     if (n == 0 && io->spin_us > 0) {
-      double t = now_us();
-      if (t >= io->spin_paused_until) {
-        double until = t + io->spin_us;
-        do n = receive_batch(io);
-        while (n == 0 && now_us() < until);
-        if (n == 0) {
-          if (++io->spin_misses >= 4) {
-            io->spin_misses = 0;
-            io->spin_paused_until = now_us() + 200e3;
-          }
-        } else
-          io->spin_misses = 0;
-      }
+      int got = spin_receive(io, io->spin_us);
+      n = got > 0 ? (uint32_t)got : 0;
     }
     if (n == 0) break;
     io->rx_calls++;
@@ -447,8 +459,9 @@ static napi_value io_start(napi_env env, napi_callback_info info) {
 }
 
 /* poll(handle, spinUs): receive into the rx area without the event loop, busy-waiting up to spinUs
- * microseconds for the first datagram; returns the number received (0 = none yet). The caller must
- * have consumed the previous batch: this reuses the rx area. */
+ * microseconds for the first datagram (spin_receive; spinUs 0 = just look). Returns the number
+ * received, 0 = none yet, -1 = busy-waiting is paused (nothing was tried). The caller must have
+ * consumed the previous batch: this reuses the rx area. */
 static napi_value io_poll(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -457,17 +470,13 @@ static napi_value io_poll(napi_env env, napi_callback_info info) {
   if (!io) return NULL;
   double spin;
   CHECK(napi_get_value_double(env, argv[1], &spin));
-  uint32_t n = 0;
+  int n = 0;
   if (io->epfd >= 0 && !io->closing) {
-    double until = spin > 0 ? now_us() + spin : 0;
-    for (;;) {
-      n = receive_batch(io);
-      if (n > 0 || spin <= 0 || now_us() >= until) break;
-    }
+    n = spin > 0 ? spin_receive(io, spin) : (int)receive_batch(io);
     if (n > 0) io->rx_calls++;
   }
   napi_value r;
-  CHECK(napi_create_uint32(env, n, &r));
+  CHECK(napi_create_int32(env, n, &r));
   return r;
 }
 

@@ -22,7 +22,10 @@ export interface NativeIo {
   ): object;
   /** unref: the poll handle alone does not keep the process alive. */
   start(handle: object, onBatch: (n: number) => void, unref?: boolean): void;
-  /** Receive without the event loop, busy-waiting up to spinUs µs for the first datagram; returns the count. */
+  /**
+   * Receive without the event loop, busy-waiting up to spinUs µs for the first datagram: the count,
+   * 0 when none came, -1 while busy-waiting is paused (after 4 empty waits in a row, for 200 ms).
+   */
   poll(handle: object, spinUs: number): number;
   /** Busy-wait up to us µs after each receive batch before sleeping in the event loop (0 = never). */
   setSpin(handle: object, us: number): void;

@@ -54,9 +54,6 @@ const ORIGIN = 'nettlp';
 const SLOT = (MAX_DATAGRAM + 63) & ~63;
 const RX_SLOTS = 1024; // (a coalesced GRO receive fills up to 64 slots; see native/nettlp_io.c)
 const TX_SLOTS = 256;
-/** After this many busy-waits in a row found nothing (e.g. the adapter runs in this very process), stop for a while. */
-const SPIN_MISS_LIMIT = 4;
-const SPIN_PAUSE_MS = 200;
 /** Longest stretch of busy-waiting and handling completions before returning to the event loop. */
 const SPIN_TURN_MS = 2;
 
@@ -135,8 +132,6 @@ function openNative(io: NativeIo, o: NetTlpClientOptions, hostIp: string, hooks:
     mustYield = false;
   };
   let closed = false;
-  let misses = 0;
-  let spinPausedUntil = 0;
   const stats = { batches: 0, spin_hits: 0, spin_misses: 0 };
 
   const deliverBatch = (n: number): void => {
@@ -160,7 +155,6 @@ function openNative(io: NativeIo, o: NetTlpClientOptions, hostIp: string, hooks:
   const flushAndSpin = (): void => {
     flushNow();
     if (o.spinUs <= 0 || spinning || mustYield || closed || !hooks.waiting()) return;
-    if (performance.now() < spinPausedUntil) return;
     spinning = true;
     // Give the event loop a turn after a while even when completions keep coming (timers, other
     // I/O, an adapter in this process): until then completions are handled as they wake it.
@@ -172,16 +166,11 @@ function openNative(io: NativeIo, o: NetTlpClientOptions, hostIp: string, hooks:
           setImmediate(endYield);
           break;
         }
-        const n = io.poll(handle, o.spinUs);
-        if (n === 0) {
-          stats.spin_misses++;
-          if (++misses >= SPIN_MISS_LIMIT) {
-            misses = 0;
-            spinPausedUntil = performance.now() + SPIN_PAUSE_MS;
-          }
+        const n = io.poll(handle, o.spinUs); // -1: paused after empty waits (the addon's back-off)
+        if (n <= 0) {
+          if (n === 0) stats.spin_misses++;
           break;
         }
-        misses = 0;
         stats.spin_hits++;
         deliverBatch(n);
         flushNow();
