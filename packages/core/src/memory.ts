@@ -133,7 +133,6 @@ export function assertInRanges(origin: string, ranges: readonly PhysRange[], add
   if (missing >= 0) throw outOfRangeError(origin, addr, len, missing);
 }
 
-/** Sort and merge touching/overlapping ranges. */
 /** Ranges in both lists (each sorted and merged, as normaliseRanges gives them). */
 export function intersectRanges(a: readonly PhysRange[], b: readonly PhysRange[]): PhysRange[] {
   const out: PhysRange[] = [];
@@ -149,6 +148,7 @@ export function intersectRanges(a: readonly PhysRange[], b: readonly PhysRange[]
   return out;
 }
 
+/** Sort and merge touching/overlapping ranges. */
 export function normaliseRanges(ranges: readonly PhysRange[]): PhysRange[] {
   const sorted = ranges.filter((r) => r.end > r.start).sort((a, b) => a.start - b.start);
   const out: PhysRange[] = [];

@@ -7,7 +7,9 @@ import {
   PageTableBuilder,
   SymbolTableBuilder,
   X86Paging,
+  collect,
   parseBtf,
+  walkChain,
   type StructView,
 } from '@pmi/kernel';
 import { BtfBuilder } from './fixtures/btf/builder.js';
@@ -503,6 +505,20 @@ describe('list walks', () => {
     const r = await k.collectList(init + BigInt(T_OFF.tasks), T, 'tasks', { name: 'init_task.tasks' });
     expect(r.items).toHaveLength(5);
     expect(r.error!.data.list).toBe('init_task.tasks');
+  });
+
+  it('walkChain follows a pointer field from object to object until NULL; a loop is E_LIST cycle', async () => {
+    const { k, m, init, tasks } = setup(4);
+    // real_parent chain: tasks[3] → tasks[0] → init → (init's own parent, set below)
+    m.u64(init + BigInt(T_OFF.real_parent), 0n);
+    const T = k.layout('task_struct', ['pid', 'real_parent']);
+    const ok = await collect(walkChain(k, tasks[3], T, 'real_parent', 'real_parent', { name: 'parents' }));
+    expect(ok.error).toBeUndefined();
+    expect(ok.items.map((t) => t.int('pid'))).toEqual([1, 0]);
+    m.u64(init + BigInt(T_OFF.real_parent), init); // init is its own parent: a loop
+    const looped = await collect(walkChain(k, tasks[3], T, 'real_parent', 'real_parent', { name: 'parents' }));
+    expect(looped.items.map((t) => t.int('pid'))).toEqual([1, 0]);
+    expect(looped.error!.data).toMatchObject({ list: 'parents', reason: 'cycle', at: '0x' + init.toString(16) });
   });
 
   it('a self-loop on the first node is a cycle after one item', async () => {

@@ -6,6 +6,7 @@ export { GLOBAL_TYPES, type GlobalSpec } from './globals.js';
 export {
   walkList,
   walkHlist,
+  walkChain,
   walkRbTree,
   collectList,
   collect,

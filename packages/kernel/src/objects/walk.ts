@@ -181,6 +181,8 @@ async function* walkFromHead(
   firstOff: bigint,
   nextOff: bigint,
   end: (node: bigint, head: bigint) => 'end' | 'null' | undefined,
+  // where the links point inside an item (list_head/hlist_node member); 0 = at the item itself
+  memberOff = BigInt(T.offsetOf(member)),
 ): AsyncGenerator<StructView, void> {
   const name = opts.name ?? `${T.name}.${member}`;
   const head = BigInt.asUintN(64, headVa);
@@ -196,7 +198,7 @@ async function* walkFromHead(
     name,
     max: opts.max ?? DEFAULT_MAX,
     chunk: Math.max(1, opts.chunk ?? DEFAULT_CHUNK),
-    memberOff: BigInt(T.offsetOf(member)),
+    memberOff,
     nextOff,
     signal: opts.signal,
     head,
@@ -239,6 +241,33 @@ export async function* walkHlist(
   // NULL-terminated; hlist_nulls ends on a "nulls" marker (low bit set)
   yield* walkFromHead(k, headVa, T, member, opts, firstOff, nextOff, (n) =>
     n === 0n || (opts.nulls && (n & 1n) === 1n) ? 'end' : undefined,
+  );
+}
+
+/**
+ * Walk a NULL-terminated chain of T objects whose links point at the next object itself — e.g.
+ * `struct resource`: `iomem_resource.child`, then each entry's `sibling`. `headVa` is a T whose
+ * `first` field holds the first link (the head is not an item); `next` is the link field of every
+ * item. Same bounds and E_LIST errors as walkList.
+ */
+export async function* walkChain(
+  k: KernelObjects,
+  headVa: bigint,
+  T: Layout,
+  first: string,
+  next: string,
+  opts: WalkOptions = {},
+): AsyncGenerator<StructView, void> {
+  yield* walkFromHead(
+    k,
+    headVa,
+    T,
+    next,
+    opts,
+    BigInt(T.offsetOf(first)),
+    BigInt(T.offsetOf(next)),
+    (n) => (n === 0n ? 'end' : undefined),
+    0n,
   );
 }
 
