@@ -405,18 +405,11 @@ async function tcpHash(k: KernelObjects, nets: Netns[], walk: Walker, warnings: 
     return;
   }
   const seen = new Set<bigint>();
-  for (const va of infos) {
-    let h: StructView;
-    try {
-      h = await k.read(va, H);
-    } catch (e) {
-      if (e instanceof PmiError) {
-        warnings.push(`inet_hashinfo at ${hex(va)}: ${e.message}`);
-        continue;
-      }
-      throw e;
-    }
-    await tcpHashinfo(k, h, H, seen, walk, warnings);
+  const views = await k.readStructs(infos, H);
+  for (let i = 0; i < infos.length; i++) {
+    const h = views[i];
+    if (h instanceof PmiError) warnings.push(`inet_hashinfo at ${hex(infos[i])}: ${h.message}`);
+    else await tcpHashinfo(k, h, H, seen, walk, warnings);
   }
 }
 
@@ -488,16 +481,12 @@ async function udpHash(k: KernelObjects, nets: Netns[], walk: Walker, warnings: 
   const U = k.layout('udp_table', ['hash', 'mask']);
   const size = k.btf.sizeOf(k.btf.findType('udp_hslot', 'struct')!);
   const off = k.btf.fieldOffset('udp_hslot', 'head');
-  for (const va of tables) {
-    let t: StructView;
-    try {
-      t = await k.read(va, U);
-    } catch (e) {
-      if (e instanceof PmiError) {
-        warnings.push(`udp_table at ${hex(va)}: ${e.message}`);
-        continue;
-      }
-      throw e;
+  const views = await k.readStructs(tables, U);
+  for (let i = 0; i < tables.length; i++) {
+    const t = views[i];
+    if (t instanceof PmiError) {
+      warnings.push(`udp_table at ${hex(tables[i])}: ${t.message}`);
+      continue;
     }
     const mask = t.num('mask');
     if (mask + 1 > MAX_BUCKETS) {
