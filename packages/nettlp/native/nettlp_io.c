@@ -42,13 +42,13 @@
 #endif
 /* UDP GSO: at most this many equal datagrams per send (the kernel's limit is 64 or more), and bytes. */
 #define GSO_MAX_SEGS 64
-/* Busy-waiting: this many empty waits in a row pause it for this long (µs). */
-#define SPIN_MISS_LIMIT 4
-#define SPIN_PAUSE_US 200e3
 #define GSO_MAX_BYTES 60000
 /* UDP GRO receive: coalesced buffers per recvmmsg and their size (a GSO send is at most ~64 KiB). */
 #define GRO_MSGS 16
 #define GRO_BUF 65536
+/* Busy-waiting: this many empty waits in a row pause it for this long (µs). */
+#define SPIN_MISS_LIMIT 4
+#define SPIN_PAUSE_US 200e3
 
 typedef struct {
   napi_env env;
@@ -119,20 +119,25 @@ static void close_fds(io_t *io) {
   io->epfd = -1;
 }
 
+/* The handle and the message arrays it owns (the data areas belong to JS). */
+static void free_io(io_t *io) {
+  free(io->rmsgs);
+  free(io->smsgs);
+  free(io->riov);
+  free(io->siov);
+  free(io->raddr);
+  free(io->saddr);
+  free(io->gro_buf);
+  free(io);
+}
+
 static void finalize(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
   io_t *io = data;
   if (!io->started) {
     close_fds(io);
-    free(io->rmsgs);
-    free(io->smsgs);
-    free(io->riov);
-    free(io->siov);
-    free(io->raddr);
-    free(io->saddr);
-    free(io->gro_buf);
-    free(io);
+    free_io(io);
   }
   /* else: a started handle is freed by its close callback (JS must call close()). */
 }
@@ -646,14 +651,7 @@ static void on_poll_closed(uv_handle_t *h) {
   napi_delete_reference(env, io->tx_ref);
   napi_delete_reference(env, io->tx_meta_ref);
   napi_close_handle_scope(env, scope);
-  free(io->rmsgs);
-  free(io->smsgs);
-  free(io->riov);
-  free(io->siov);
-  free(io->raddr);
-  free(io->saddr);
-  free(io->gro_buf);
-  free(io);
+  free_io(io);
 }
 
 /* close(handle, cb): stop polling, close the sockets, then cb(). Idempotent from JS's side. */
@@ -672,14 +670,7 @@ static napi_value io_close(napi_env env, napi_callback_info info) {
     napi_delete_reference(env, io->rx_meta_ref);
     napi_delete_reference(env, io->tx_ref);
     napi_delete_reference(env, io->tx_meta_ref);
-    free(io->rmsgs);
-    free(io->smsgs);
-    free(io->riov);
-    free(io->siov);
-    free(io->raddr);
-    free(io->saddr);
-    free(io->gro_buf);
-    free(io);
+    free_io(io);
     napi_call_function(env, global, argv[1], 0, NULL, &result);
     return NULL;
   }
