@@ -67,11 +67,10 @@ export function buildProgram(): Command {
     .command('up')
     .description('start a detached lab VM (survives this command) and print its name and source URI')
     .addOption(
-      new Option('--kernel <id>', 'kernel')
-        .choices([...KERNELS.map((k) => k.id), '6.12-generic', '6.1'])
-        .default('6.12'),
+      new Option('--kernel <id>', 'kernel').choices([...KERNELS.flatMap((k) => [k.id, ...k.aliases])]).default('6.12'),
     )
     .addOption(new Option('--paging <n>', 'paging levels: 5 (LA57) or 4').choices(['4', '5']).default('5'))
+    .option('--smp <n>', 'vCPUs (TCG: one host thread each)', '1')
     .option('--memory <size>', 'guest RAM (e.g. 256M, 2G)', '256M')
     .option('--name <name>', 'VM name (default: generated)')
     .option('--append <args>', 'extra kernel command-line arguments')
@@ -82,6 +81,7 @@ export function buildProgram(): Command {
       async (o: {
         kernel: string;
         paging: string;
+        smp: string;
         memory: string;
         name?: string;
         append?: string;
@@ -92,6 +92,7 @@ export function buildProgram(): Command {
         const vm = await startLabVm({
           kernel: o.kernel,
           paging: Number(o.paging) as Paging,
+          smp: Number(o.smp),
           memory: o.memory,
           name: o.name,
           append: o.append,
@@ -201,7 +202,7 @@ export function buildProgram(): Command {
     .description('download and extract a lab kernel into the cache')
     .addOption(
       new Option('--kernel <id>', 'kernel (or "all")')
-        .choices([...KERNELS.map((k) => k.id), '6.12-generic', '6.1', 'all'])
+        .choices([...KERNELS.flatMap((k) => [k.id, ...k.aliases]), 'all'])
         .default('all'),
     )
     .action(async (o: { kernel: string }) => {
@@ -210,7 +211,7 @@ export function buildProgram(): Command {
         const t0 = Date.now();
         const k = await fetchKernel(id, { log: progress });
         out(
-          `${k.id}\t${k.package}\t${k.release}\t${k.cached ? 'cached' : `fetched in ${Date.now() - t0} ms`}\t${k.vmlinuz}`,
+          `${k.id}\t${k.packages.join('+')}${k.substituted ? ` (${k.substituted})` : ''}\t${k.release}\t${k.cached ? 'cached' : `fetched in ${Date.now() - t0} ms`}\t${k.vmlinuz}`,
         );
       }
     });

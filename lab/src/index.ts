@@ -1,6 +1,6 @@
 export { KERNELS, resolveKernel, fetchKernel, kernelModules, readModinfo, kernelCacheDir } from './kernels.js';
 export type { KernelSpec, KernelId, FetchedKernel, FetchOptions, ModuleFile } from './kernels.js';
-export { buildInitramfs, isStaticElf, WORKLOAD, WORKLOAD_MODULES } from './initramfs.js';
+export { buildInitramfs, isStaticElf, WORKLOAD } from './initramfs.js';
 export { buildUnixHelper, UNIX_HELPER, UNIX_HELPER_C } from './guest-helper.js';
 export { buildCpio, parseCpio } from './cpio.js';
 export type { CpioEntry } from './cpio.js';

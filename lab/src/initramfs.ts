@@ -10,9 +10,6 @@ import { cacheRoot, execChecked, exists, labError, randomTag, rmQuiet } from './
 /** Bumped whenever the guest scripts or layout change, so cached images are rebuilt. */
 const LAYOUT_VERSION = 5;
 
-/** Modules loaded by the guest at boot (from the kernel package, with their dependencies). */
-export const WORKLOAD_MODULES = ['dummy', 'crc32_generic'] as const;
-
 /** The distinctive workload the guest runs; tests look these up in ground truth and memory. */
 export const WORKLOAD = {
   sleeper: { comm: 'pmi-sleeper', args: 'pmi-sleeper --marker alpha', uid: 0 },
@@ -162,7 +159,7 @@ export async function buildInitramfs(kernel: FetchedKernel, opts: InitramfsOptio
   if (!isStaticElf(busybox)) {
     throw labError(`${busyboxPath} is not a static x86-64 ELF: install busybox-static`, { busybox: busyboxPath });
   }
-  const modules = await kernelModules(kernel, WORKLOAD_MODULES);
+  const modules = await kernelModules(kernel, kernel.workloadModules);
   const moduleData = await Promise.all(modules.map((m) => fsp.readFile(m.path)));
   const cacheDir = opts.cacheDir ?? cacheRoot();
   const helper = await buildUnixHelper(cacheDir);

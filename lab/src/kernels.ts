@@ -11,6 +11,15 @@ import {
   rmQuiet,
   sleep,
 } from './util.js';
+import {
+  candidateVersion,
+  compareKernelVersions,
+  downloadPackages,
+  packageNames,
+  privateApt,
+  updatePrivateApt,
+  type PrivateSuite,
+} from './debian-archive.js';
 
 /** A kernel the lab can boot: a Debian package holding vmlinuz and modules. */
 export interface KernelSpec {
@@ -18,14 +27,61 @@ export interface KernelSpec {
   readonly aliases: readonly string[];
   /** Exact Debian package name (a glob would download hundreds of MB). */
   readonly package: string;
+  /**
+   * Another Debian suite, fetched through the lab's private apt configuration (debian-archive.ts);
+   * undefined: the machine's own apt sources (bookworm).
+   */
+  readonly suite?: PrivateSuite;
+  /**
+   * `image`: the package holds boot/vmlinuz-* and lib/modules/<release> (bookworm, bullseye).
+   * `meta`: sid's linux-image-<abi> is a meta package; the kernel is in linux-binary-<abi>
+   * (usr/lib/modules/<abi>/vmlinuz) and the modules in linux-modules-<abi>.
+   */
+  readonly layout: 'image' | 'meta';
+  /**
+   * When the pinned package has left its suite (sid moves on), the newest package named
+   * `linux-image-<abi>` with an abi matching this is taken instead, and the lab says so.
+   */
+  readonly newest?: RegExp;
+  /** Modules the guest loads at boot (names differ between versions: crc32_generic → crc32-cryptoapi). */
+  readonly workloadModules: readonly string[];
 }
 
 export const KERNELS: readonly KernelSpec[] = [
-  { id: '6.1-cloud', aliases: ['6.1'], package: 'linux-image-6.1.0-57-cloud-amd64-unsigned' },
-  { id: '6.12', aliases: ['6.12-generic'], package: 'linux-image-6.12.117+deb12-amd64-unsigned' },
+  {
+    id: '5.10',
+    aliases: ['5.10-generic', 'bullseye'],
+    package: 'linux-image-5.10.0-32-amd64-unsigned',
+    suite: 'bullseye',
+    layout: 'image',
+    workloadModules: ['dummy', 'crc32_generic'],
+  },
+  {
+    id: '6.1-cloud',
+    aliases: ['6.1'],
+    package: 'linux-image-6.1.0-57-cloud-amd64-unsigned',
+    layout: 'image',
+    workloadModules: ['dummy', 'crc32_generic'],
+  },
+  {
+    id: '6.12',
+    aliases: ['6.12-generic'],
+    package: 'linux-image-6.12.117+deb12-amd64-unsigned',
+    layout: 'image',
+    workloadModules: ['dummy', 'crc32_generic'],
+  },
+  {
+    id: '7.x',
+    aliases: ['7', 'sid'],
+    package: 'linux-image-7.2.13+deb14-amd64',
+    suite: 'sid',
+    layout: 'meta',
+    newest: /^7\.\d+\.\d+\+deb\d+-amd64$/,
+    workloadModules: ['dummy', 'crc32_cryptoapi'],
+  },
 ];
 
-export type KernelId = '6.1-cloud' | '6.12';
+export type KernelId = '5.10' | '6.1-cloud' | '6.12' | '7.x';
 
 export function resolveKernel(idOrAlias: string): KernelSpec {
   const k = KERNELS.find((s) => s.id === idOrAlias || s.aliases.includes(idOrAlias));
@@ -40,7 +96,14 @@ export function resolveKernel(idOrAlias: string): KernelSpec {
 /** A downloaded and extracted kernel package in the cache. */
 export interface FetchedKernel {
   readonly id: string;
+  /** The lab's pinned package name (the cache key). */
   readonly package: string;
+  /** The Debian packages actually downloaded (sid: linux-binary-* + linux-modules-*). */
+  readonly packages: readonly string[];
+  /** Debian suite they came from ("machine" for the machine's own apt sources). */
+  readonly suite: string;
+  /** Set when the pinned package had left its suite and a newer one was taken instead. */
+  readonly substituted?: string;
   /** Debian package version, e.g. 6.1.192-3. */
   readonly version: string;
   /** Kernel release (`uname -r`), from the lib/modules directory name. */
@@ -48,8 +111,10 @@ export interface FetchedKernel {
   /** Extracted package root. */
   readonly root: string;
   readonly vmlinuz: string;
-  /** lib/modules/<release> inside root. */
+  /** lib/modules/<release> (or usr/lib/modules/<release>) inside root. */
   readonly modulesDir: string;
+  /** Modules the guest loads at boot. */
+  readonly workloadModules: readonly string[];
   /** True when the cache already held it. */
   readonly cached: boolean;
   /** Time spent downloading + extracting (0 when cached). */
@@ -58,10 +123,14 @@ export interface FetchedKernel {
 
 interface KernelMeta {
   package: string;
+  packages?: string[];
+  suite?: string;
+  substituted?: string;
   version: string;
   release: string;
   vmlinuz: string;
-  deb: string;
+  modules_dir?: string;
+  debs: string[];
 }
 
 export interface FetchOptions {
@@ -79,7 +148,7 @@ export function kernelCacheDir(cacheDir = cacheRoot()): string {
 let aptUpdated = false;
 
 /**
- * Download (apt-get download <exact package>) and extract (dpkg-deb -x) a lab kernel into the
+ * Download (apt-get download <exact packages>) and extract (dpkg-deb -x) a lab kernel into the
  * cache, once. Concurrent callers (threads, processes) serialise on a lock directory and the
  * result is published by an atomic rename, so the cache is never seen half-written.
  */
@@ -99,29 +168,24 @@ export async function fetchKernel(idOrAlias: string, opts: FetchOptions = {}): P
     const work = join(base, `.tmp-${spec.package}-${process.pid}-${randomTag()}`);
     await fsp.mkdir(work, { recursive: true });
     try {
-      opts.log?.(`pmi-lab: downloading ${spec.package}`);
-      let deb: string;
-      try {
-        deb = await aptDownload(spec.package, work, timeoutMs);
-      } catch (e) {
-        if (aptUpdated) throw e;
-        opts.log?.(`pmi-lab: apt-get download failed; running apt-get update and retrying`);
-        await execChecked('apt-get', ['update'], { timeoutMs: Math.min(timeoutMs, 10 * 60_000) }).catch((u) => {
-          throw labError(
-            `apt-get download ${spec.package} failed and apt-get update failed too`,
-            { package: spec.package },
-            u,
-          );
-        });
-        aptUpdated = true;
-        deb = await aptDownload(spec.package, work, timeoutMs);
-      }
-      opts.log?.(`pmi-lab: extracting ${basename(deb)}`);
+      const { debs, packages, suite, substituted } = spec.suite
+        ? await downloadFromSuite(spec, work, opts, timeoutMs)
+        : await downloadFromMachine(spec, work, opts, timeoutMs);
       const root = join(work, 'root');
-      await execChecked('dpkg-deb', ['-x', deb, root], { timeoutMs });
-      const meta = await describeExtracted(spec, root, basename(deb));
+      for (const deb of debs) {
+        opts.log?.(`pmi-lab: extracting ${basename(deb)}`);
+        await execChecked('dpkg-deb', ['-x', deb, root], { timeoutMs });
+      }
+      const meta = await describeExtracted(
+        spec,
+        root,
+        debs.map((d) => basename(d)),
+        packages,
+        suite,
+        substituted,
+      );
       await fsp.writeFile(join(work, 'meta.json'), JSON.stringify(meta, null, 2) + '\n');
-      await fsp.rm(deb, { force: true });
+      for (const deb of debs) await fsp.rm(deb, { force: true });
       try {
         await fsp.rename(work, finalDir);
       } catch (e) {
@@ -139,6 +203,91 @@ export async function fetchKernel(idOrAlias: string, opts: FetchOptions = {}): P
   }
 }
 
+interface Downloaded {
+  debs: string[];
+  packages: string[];
+  suite: string;
+  substituted?: string;
+}
+
+/** The machine's own apt sources (bookworm kernels): plain `apt-get download`. */
+async function downloadFromMachine(
+  spec: KernelSpec,
+  work: string,
+  opts: FetchOptions,
+  timeoutMs: number,
+): Promise<Downloaded> {
+  opts.log?.(`pmi-lab: downloading ${spec.package}`);
+  let deb: string;
+  try {
+    deb = await aptDownload(spec.package, work, timeoutMs);
+  } catch (e) {
+    if (aptUpdated) throw e;
+    opts.log?.(`pmi-lab: apt-get download failed; running apt-get update and retrying`);
+    await execChecked('apt-get', ['update'], { timeoutMs: Math.min(timeoutMs, 10 * 60_000) }).catch((u) => {
+      throw labError(
+        `apt-get download ${spec.package} failed and apt-get update failed too`,
+        { package: spec.package },
+        u,
+      );
+    });
+    aptUpdated = true;
+    deb = await aptDownload(spec.package, work, timeoutMs);
+  }
+  return { debs: [deb], packages: [spec.package], suite: 'machine' };
+}
+
+/**
+ * Another suite through the private apt configuration. The pinned package first; when it has
+ * left the suite and the spec allows it, the newest matching kernel (logged, and recorded in
+ * the cache's meta.json so the lab log and test output can say which kernel ran).
+ */
+async function downloadFromSuite(
+  spec: KernelSpec,
+  work: string,
+  opts: FetchOptions,
+  timeoutMs: number,
+): Promise<Downloaded> {
+  const suite = spec.suite!;
+  const apt = await privateApt(opts.cacheDir);
+  await updatePrivateApt(apt, suite);
+  let image = spec.package;
+  let substituted: string | undefined;
+  if ((await candidateVersion(apt, image)) === undefined) {
+    // A stale list may not know a package that the suite still has, or vice versa: refresh once.
+    await updatePrivateApt(apt, suite, true);
+  }
+  if ((await candidateVersion(apt, image)) === undefined) {
+    if (!spec.newest) {
+      throw labError(`${spec.package} is no longer in Debian ${suite} at ${apt.mirror}`, {
+        package: spec.package,
+        suite,
+      });
+    }
+    const abis = (await packageNames(apt, 'linux-image-'))
+      .map((n) => n.slice('linux-image-'.length))
+      .filter((abi) => spec.newest!.test(abi))
+      .sort(compareKernelVersions);
+    if (abis.length === 0) {
+      throw labError(
+        `${spec.package} has left Debian ${suite} and no kernel matching ${String(spec.newest)} is there`,
+        {
+          package: spec.package,
+          suite,
+        },
+      );
+    }
+    image = `linux-image-${abis[abis.length - 1]}`;
+    substituted = `${spec.package} has left Debian ${suite}; using the newest there, ${image}`;
+    opts.log?.(`pmi-lab: ${substituted}`);
+  }
+  const abi = image.slice('linux-image-'.length).replace(/-unsigned$/, '');
+  const packages = spec.layout === 'meta' ? [`linux-binary-${abi}`, `linux-modules-${abi}`] : [image];
+  opts.log?.(`pmi-lab: downloading ${packages.join(' ')} (Debian ${suite}, ${apt.mirror})`);
+  const debs = await downloadPackages(apt, packages, work, timeoutMs);
+  return { debs, packages, suite, substituted };
+}
+
 async function aptDownload(pkg: string, dir: string, timeoutMs: number): Promise<string> {
   const r = await execProgram('apt-get', ['download', pkg], { cwd: dir, timeoutMs });
   const debs = (await fsp.readdir(dir)).filter((f) => f.endsWith('.deb'));
@@ -154,19 +303,49 @@ async function aptDownload(pkg: string, dir: string, timeoutMs: number): Promise
   return join(dir, debs[0]);
 }
 
-async function describeExtracted(spec: KernelSpec, root: string, deb: string): Promise<KernelMeta> {
-  const boot = join(root, 'boot');
-  const vmlinuz = (await fsp.readdir(boot).catch(() => [] as string[])).find((f) => f.startsWith('vmlinuz-'));
-  const mods = await fsp.readdir(join(root, 'lib', 'modules')).catch(() => [] as string[]);
-  if (!vmlinuz || mods.length !== 1) {
-    throw labError(`package ${spec.package} has no boot/vmlinuz-* or not exactly one lib/modules/* directory`, {
+/** Where the extracted packages keep the kernel: boot/vmlinuz-* + lib/modules, or usr/lib/modules/<rel>/vmlinuz. */
+async function describeExtracted(
+  spec: KernelSpec,
+  root: string,
+  debs: string[],
+  packages: string[],
+  suite: string,
+  substituted: string | undefined,
+): Promise<KernelMeta> {
+  const ls = (p: string) => fsp.readdir(join(root, p)).catch(() => [] as string[]);
+  let modulesBase = 'lib/modules';
+  let mods = await ls(modulesBase);
+  if (mods.length === 0) {
+    modulesBase = 'usr/lib/modules';
+    mods = await ls(modulesBase);
+  }
+  if (mods.length !== 1) {
+    throw labError(`${packages.join(' + ')}: not exactly one lib/modules/* or usr/lib/modules/* directory`, {
       package: spec.package,
       modules_dirs: mods,
     });
   }
+  const release = mods[0];
+  const bootImage = (await ls('boot')).find((f) => f.startsWith('vmlinuz-'));
+  const vmlinuz = bootImage ? join('boot', bootImage) : join(modulesBase, release, 'vmlinuz');
+  if (!(await exists(join(root, vmlinuz)))) {
+    throw labError(`${packages.join(' + ')}: no boot/vmlinuz-* and no ${modulesBase}/${release}/vmlinuz`, {
+      package: spec.package,
+    });
+  }
   // linux-image-6.1.0-57-cloud-amd64-unsigned_6.1.192-3_amd64.deb → 6.1.192-3
-  const version = deb.split('_')[1] ?? '';
-  return { package: spec.package, version, release: mods[0], vmlinuz: join('boot', vmlinuz), deb };
+  const version = debs[0].split('_')[1] ?? '';
+  return {
+    package: spec.package,
+    packages,
+    suite,
+    substituted,
+    version,
+    release,
+    vmlinuz,
+    modules_dir: join(modulesBase, release),
+    debs,
+  };
 }
 
 async function readCached(spec: KernelSpec, dir: string, fetchMs = 0): Promise<FetchedKernel | undefined> {
@@ -182,11 +361,16 @@ async function readCached(spec: KernelSpec, dir: string, fetchMs = 0): Promise<F
   return {
     id: spec.id,
     package: spec.package,
+    // Caches written before other suites existed hold one bookworm image package.
+    packages: meta.packages ?? [spec.package],
+    suite: meta.suite ?? 'machine',
+    substituted: meta.substituted,
     version: meta.version,
     release: meta.release,
     root,
     vmlinuz,
-    modulesDir: join(root, 'lib', 'modules', meta.release),
+    modulesDir: join(root, meta.modules_dir ?? join('lib', 'modules', meta.release)),
+    workloadModules: spec.workloadModules,
     cached: fetchMs === 0,
     fetchMs,
   };

@@ -43,8 +43,15 @@ describe('helpers', () => {
   it('kernels resolve by id and alias, unknown is E_LAB', () => {
     expect(resolveKernel('6.12-generic').package).toBe('linux-image-6.12.117+deb12-amd64-unsigned');
     expect(resolveKernel('6.1-cloud').package).toBe('linux-image-6.1.0-57-cloud-amd64-unsigned');
+    expect(resolveKernel('5.10')).toMatchObject({ package: 'linux-image-5.10.0-32-amd64-unsigned', suite: 'bullseye' });
+    expect(resolveKernel('7.x')).toMatchObject({
+      package: 'linux-image-7.2.13+deb14-amd64',
+      suite: 'sid',
+      layout: 'meta',
+    });
+    expect(resolveKernel('7.x').workloadModules).toContain('crc32_cryptoapi');
     try {
-      resolveKernel('5.10');
+      resolveKernel('4.19');
       expect.unreachable();
     } catch (e) {
       expect(isPmiError(e) && e.code).toBe('E_LAB');

@@ -7,10 +7,14 @@ export interface LabVmState {
   name: string;
   /** qemu-system-x86_64 pid. */
   pid: number;
-  /** Lab kernel id (6.1-cloud, 6.12). */
+  /** Lab kernel id (5.10, 6.1-cloud, 6.12, 7.x). */
   kernel: string;
-  /** Debian package the kernel came from. */
+  /** The lab's pinned Debian package for that kernel. */
   package: string;
+  /** The Debian packages actually booted (sid: linux-binary-* + linux-modules-*; a newer one when the pin left sid). */
+  packages?: string[];
+  /** vCPUs (`-smp`); 1 when absent (state written before SMP targets). */
+  smp?: number;
   /** `uname -r` from the guest's truth ('' until collected). */
   release: string;
   paging: 4 | 5;

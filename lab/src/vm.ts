@@ -35,8 +35,10 @@ import {
 export type Paging = 4 | 5;
 
 export interface StartOptions {
-  /** Lab kernel id or alias: 6.1-cloud, 6.12 (6.12-generic). */
+  /** Lab kernel id or alias: 5.10, 6.1-cloud, 6.12 (6.12-generic), 7.x. */
   kernel: string;
+  /** vCPUs (`-smp N`, TCG: one host thread each). Default 1. */
+  smp?: number;
   /** 5 → `-cpu max` (LA57, 5-level paging); 4 → `-cpu max,la57=off`. Default 5. */
   paging?: Paging;
   /** Guest RAM: bytes or a size like "256M", "2G". Default 256 MiB. */
@@ -75,7 +77,7 @@ export function qemuArgs(st: LabVmState): string[] {
     '-m',
     `${mib}M`,
     '-smp',
-    '1',
+    String(st.smp ?? 1),
     '-accel',
     'tcg',
     '-cpu',
@@ -372,6 +374,8 @@ export async function startLabVm(opts: StartOptions): Promise<LabVm> {
   const spec = resolveKernel(opts.kernel);
   const paging = opts.paging ?? 5;
   if (paging !== 4 && paging !== 5) throw labError(`paging must be 4 or 5 (got ${String(paging)})`, {});
+  const smp = opts.smp ?? 1;
+  if (!Number.isInteger(smp) || smp < 1 || smp > 8) throw labError(`smp must be 1..8 (got ${String(smp)})`, {});
   const memory = parseMemory(opts.memory);
   const name = opts.name ?? `pmi-${spec.id.replace(/\./g, '')}-p${paging}-${randomTag().slice(0, 4)}`;
   if (!NAME_RE.test(name)) throw labError(`invalid VM name '${name}' (letters, digits, _ and -)`, { name });
@@ -391,8 +395,10 @@ export async function startLabVm(opts: StartOptions): Promise<LabVm> {
     pid: 0,
     kernel: spec.id,
     package: spec.package,
+    packages: [...kernel.packages],
     release: '',
     paging,
+    smp,
     memory_bytes: memory,
     machine: 'pc',
     ram_path: resolvePath(shmDir, `pmi-lab-${name}.ram`),
@@ -480,7 +486,10 @@ export async function startLabVm(opts: StartOptions): Promise<LabVm> {
   try {
     if (!st.pid) throw failure(`cannot start qemu-system-x86_64: ${spawnError?.message ?? 'no pid'}`);
     await writeState(st);
-    log(`pmi-lab: booting ${name} (${spec.id}, ${paging}-level paging, ${formatBytes(memory)})`);
+    log(
+      `pmi-lab: booting ${name} (${spec.id}: ${kernel.packages.join(' + ')} ${kernel.version}, ${paging}-level paging, ${smp} vCPU, ${formatBytes(memory)})` +
+        (kernel.substituted ? ` — ${kernel.substituted}` : ''),
+    );
     // Wait for the command loop's READY line on the console.
     const deadline = t0 + bootTimeoutMs;
     for (;;) {

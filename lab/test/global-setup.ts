@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
-import { LabVm, resolveKernel, startLabVm, statePath } from '@pmi/lab';
+import { fetchKernel, LabVm, resolveKernel, startLabVm, statePath } from '@pmi/lab';
 import { parseMatrix, type LabTarget } from './targets.js';
 
 /**
@@ -28,23 +28,31 @@ export default async function setup(project: TestProject): Promise<() => Promise
     const worker = async (): Promise<void> => {
       while (next < matrix.length && !stopping) {
         const i = next++;
-        const { kernel, paging } = matrix[i];
-        const name = `t${process.pid}-${kernel.replace(/\./g, '')}-p${paging}`;
-        const vm = await startLabVm({ kernel, paging, name, log: (m) => process.stderr.write(`[lab] ${m}\n`) }).catch(
-          (e: unknown) => {
-            stopping = true;
-            throw e;
-          },
+        const { kernel, paging, smp } = matrix[i];
+        const name = `t${process.pid}-${kernel.replace(/\./g, '')}-p${paging}${smp > 1 ? `-smp${smp}` : ''}`;
+        const log = (m: string) => process.stderr.write(`[lab] ${m}\n`);
+        const fetched = await fetchKernel(kernel, { log });
+        log(
+          `${name}: booting ${fetched.packages.join(' + ')} (${fetched.version}, Debian ${fetched.suite}), release ${fetched.release}` +
+            (fetched.substituted ? ` — ${fetched.substituted}` : ''),
         );
+        const vm = await startLabVm({ kernel, paging, smp, name, log }).catch((e: unknown) => {
+          stopping = true;
+          throw e;
+        });
         vms.push(vm);
         const truth = await vm.recordedTruth();
         const snapshot_path = join(snapDir, `${name}.ram`);
         const snap = await vm.snapshot(snapshot_path);
         process.stderr.write(`[lab] ${name}: snapshot ${snap.bytes} bytes in ${snap.ms} ms\n`);
         targets[i] = {
-          id: `${kernel}:${paging}`,
+          id: `${kernel}:${paging}${smp > 1 ? `:smp${smp}` : ''}`,
           kernel,
           paging,
+          smp,
+          packages: fetched.packages,
+          substituted: fetched.substituted,
+          expected_release: fetched.release,
           name,
           source_uri: vm.sourceUri,
           ram_path: vm.state.ram_path,

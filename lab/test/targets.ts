@@ -1,10 +1,18 @@
 /** The lab test matrix and the descriptors the global setup provides to test files. */
 
 export interface LabTarget {
-  /** `<kernel>:<paging>`, e.g. "6.12:5". */
+  /** `<kernel>:<paging>[:smpN]`, e.g. "6.12:5" or "6.12:5:smp2". */
   id: string;
   kernel: string;
   paging: 4 | 5;
+  /** vCPUs (`-smp`). */
+  smp: number;
+  /** The Debian packages booted (sid: linux-binary-* + linux-modules-*) and, when the pinned one had left
+   * its suite, which newer kernel was taken instead. */
+  packages: readonly string[];
+  substituted?: string;
+  /** `uname -r` the booted package must report (its lib/modules directory name). */
+  expected_release: string;
   name: string;
   /** `qemu:<ram_path>?machine=pc` */
   source_uri: string;
@@ -25,24 +33,40 @@ declare module 'vitest' {
   }
 }
 
-export const DEFAULT_MATRIX = '6.1-cloud:5,6.1-cloud:4,6.12:5,6.12:4';
+/**
+ * Every lab kernel in both paging modes; one target per kernel boots with two vCPUs (per-CPU data,
+ * run queues). Two SMP guests booting at once are four vCPU threads on two cores: the global setup
+ * boots at most two guests at a time and they idle (HLT) once ready.
+ */
+export const DEFAULT_MATRIX = '5.10:4:smp2,5.10:5,6.1-cloud:5:smp2,6.1-cloud:4,6.12:5:smp2,6.12:4,7.x:4:smp2,7.x:5';
 
-/** Parse PMI_LAB_MATRIX (`6.1-cloud:5,6.12:4`; paging defaults to 5). */
-export function parseMatrix(text: string | undefined): { kernel: string; paging: 4 | 5 }[] {
+export interface MatrixEntry {
+  kernel: string;
+  paging: 4 | 5;
+  smp: number;
+}
+
+/** Parse PMI_LAB_MATRIX (`kernel[:paging[:smpN]]`, comma-separated; paging defaults to 5, smp to 1). */
+export function parseMatrix(text: string | undefined): MatrixEntry[] {
   const spec = (text ?? '').trim() || DEFAULT_MATRIX;
   return spec
     .split(',')
     .map((s) => s.trim())
     .filter((s) => s.length > 0)
     .map((s) => {
-      const [kernel, p = '5'] = s.split(':');
+      const [kernel, p = '5', cpus = 'smp1', ...rest] = s.split(':');
       if (p !== '4' && p !== '5') throw new Error(`PMI_LAB_MATRIX: bad paging '${p}' in '${s}' (4 or 5)`);
-      return { kernel, paging: Number(p) as 4 | 5 };
+      const m = /^smp([1-8])$/.exec(cpus);
+      if (!m || rest.length > 0)
+        throw new Error(`PMI_LAB_MATRIX: bad entry '${s}' (kernel[:4|5[:smpN]], N from 1 to 8)`);
+      return { kernel, paging: Number(p) as 4 | 5, smp: Number(m[1]) };
     });
 }
 
-/** The `uname -r` each lab kernel must report. */
+/** The `uname -r` of each lab kernel's pinned package (7.x may be substituted when sid moved on). */
 export const EXPECTED_RELEASE: Record<string, string> = {
+  '5.10': '5.10.0-32-amd64',
   '6.1-cloud': '6.1.0-57-cloud-amd64',
   '6.12': '6.12.117+deb12-amd64',
+  '7.x': '7.2.13+deb14-amd64',
 };

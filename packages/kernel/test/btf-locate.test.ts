@@ -22,6 +22,27 @@ function programBtf(): Uint8Array {
   return b.build();
 }
 
+/** Like Debian bullseye's 5.10 vmlinux BTF (pahole before per-CPU VARs): no DATASEC at all. */
+function vmlinuxWithoutDatasec(): Uint8Array {
+  const b = new BtfBuilder();
+  const int = b.int('int', 4, { signed: true });
+  b.struct('task_struct', 8, [{ name: 'pid', type: int, bits: 0 }]);
+  b.struct('module', 4, [{ name: 'state', type: int, bits: 0 }]);
+  return b.build();
+}
+
+/** A CO-RE BPF object's BTF: complete task_struct and module (from vmlinux.h), plus its license DATASEC. */
+function coreProgramBtf(): Uint8Array {
+  const b = new BtfBuilder();
+  const int = b.int('int', 4, { signed: true });
+  const char = b.int('char', 1, { char: true });
+  b.struct('task_struct', 8, [{ name: 'pid', type: int, bits: 0 }]);
+  b.struct('module', 4, [{ name: 'state', type: int, bits: 0 }]);
+  const lic = b.var('LICENSE', b.array(char, int, 4));
+  b.datasec('license', 4, [[lic, 0, 4]]);
+  return b.build();
+}
+
 /** Split (module) BTF: ids and strings continue after vmlinux's; unusable alone. */
 function moduleBtf(): Uint8Array {
   const b = new BtfBuilder({ startId: kl.b.nextId, strStart: kl.b.strLen });
@@ -67,7 +88,7 @@ describe('locateBtf on synthetic memory', () => {
     // scanned from 16 MiB up: the two blobs below LIVE were tried, the stale copy at 2 MiB not yet
     expect(r.candidates.map((c) => c.addr)).toEqual(['0x1400000', '0x1800008', '0x1e0007b']);
     expect(r.candidates[0].verdict).toMatch(/parse failed: .*NUL/);
-    expect(r.candidates[1].verdict).toMatch(/not vmlinux BTF .*no struct task_struct, no \.data\.\.percpu DATASEC/);
+    expect(r.candidates[1].verdict).toMatch(/not vmlinux BTF .*no complete struct task_struct, struct module/);
     expect(r.candidates[2].verdict).toMatch(/^accepted/);
     expect(r.ms).toBeGreaterThanOrEqual(0);
     expect(r.scanned).toBeLessThanOrEqual(32 * MiB);
@@ -80,6 +101,18 @@ describe('locateBtf on synthetic memory', () => {
     expect(r.candidates.map((c) => c.addr)).toEqual(['0x1400000', '0x1800008', '0x1e0007b', '0x200000']);
     expect(r.candidates[3].verdict).toMatch(/parse failed: BTF: unknown kind 0 \(type id 2/);
     expect(r.scanned).toBe(8 * MiB + 32 * MiB);
+  });
+
+  it('vmlinux BTF without any DATASEC (5.10) is accepted; a CO-RE BPF object with task_struct is not', async () => {
+    const { mem } = memory([
+      [20 * MiB, coreProgramBtf()],
+      [22 * MiB + 4, vmlinuxWithoutDatasec()],
+    ]);
+    const r = await locateBtf(mem);
+    expect(r.physAddress).toBe(22 * MiB + 4);
+    expect(r.candidates[0].verdict).toMatch(/has DATASEC license: a BPF object's BTF/);
+    expect(r.candidates[1].verdict).toMatch(/^accepted/);
+    expect(r.btf.findType('.data..percpu', 'datasec')).toBeUndefined();
   });
 
   it('a hint is scanned first (and alone with hintOnly)', async () => {

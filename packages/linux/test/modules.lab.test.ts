@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { PhysicalMemory } from '@pmi/core';
 import '@pmi/sources';
 import type { KernelObjects } from '@pmi/kernel';
-import { WORKLOAD_MODULES, type GroundTruth } from '@pmi/lab';
+import { resolveKernel, type GroundTruth } from '@pmi/lab';
 import { listModules, loadModuleSymbols, resolveModuleSymbol, type ModuleRow } from '../src/index.js';
 
 const targets = inject('labTargets');
@@ -54,7 +54,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('lsmod and module symbols,
     expect(r.warnings).toEqual([]);
     expect(r.error).toBeUndefined();
     expect(r.rows.map(asProc)).toEqual(truth.modules);
-    for (const w of WORKLOAD_MODULES) expect(r.rows.map((m) => m.name)).toContain(w);
+    for (const w of resolveKernel(target.kernel).workloadModules) expect(r.rows.map((m) => m.name)).toContain(w);
     for (const m of r.rows) expect(m.taint).toBe('');
   });
 
@@ -69,7 +69,8 @@ describe.each(targets.map((t) => [t.id, t] as const))('lsmod and module symbols,
     const want = truth.kallsyms.filter((s) => s.module).map(line);
     const got = syms.symbols.map((s) => line({ ...s, address: hex(s.address) }));
     expect(want.length).toBeGreaterThan(20);
-    for (const w of WORKLOAD_MODULES) expect(got.some((g) => g.endsWith(`[${w}]`))).toBe(true);
+    for (const w of resolveKernel(target.kernel).workloadModules)
+      expect(got.some((g) => g.endsWith(`[${w}]`))).toBe(true);
     expect(got.sort()).toEqual(want.sort());
 
     // resolve and symbolize

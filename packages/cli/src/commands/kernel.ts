@@ -19,6 +19,8 @@ export function infoDocument(k: DiscoveredKernel): Record<string, unknown> {
     paging_levels: f.levels,
     dtb: hex(f.dtb),
     kaslr_slide: hex64(f.kaslrSlide),
+    kaslr_source: f.kaslrSource,
+    link_text: hex64(f.linkText),
     phys_base: hex64(BigInt(f.physBase)),
     text_virt: hex64(f.textVirt),
     text_phys: hex(f.textPhys),

@@ -91,8 +91,29 @@ function rangeEnd(ranges: readonly PhysRange[], addr: number): number {
 }
 
 /**
+ * Why a parsed, self-contained BTF blob is not the kernel's own (vmlinux) BTF, or undefined when it is.
+ *
+ * What holds on every kernel since 5.2 (CONFIG_DEBUG_INFO_BTF): vmlinux BTF is base BTF (its string
+ * section starts with NUL; module BTF is split and fails to parse alone) describing the whole kernel,
+ * so it has complete `struct task_struct` and `struct module` definitions. A BPF object's BTF can
+ * carry `task_struct` too (CO-RE), but every BPF object has a `license` DATASEC and map-defining
+ * ones a `.maps` DATASEC, which vmlinux never has. What does *not* hold: a `.data..percpu` DATASEC —
+ * pahole emitted per-CPU VARs only from 1.18, and Debian bullseye's 5.10 BTF has no DATASEC at all.
+ */
+export function notVmlinuxBtf(btf: Btf): string | undefined {
+  const missing = ['task_struct', 'module'].filter((n) => {
+    const id = btf.findType(n, BtfKind.STRUCT);
+    return id === undefined || btf.vlen(id) === 0;
+  });
+  if (missing.length) return `no complete struct ${missing.join(', struct ')}: module or BPF program BTF?`;
+  const bpf = ['license', '.maps'].filter((n) => btf.findType(n, BtfKind.DATASEC) !== undefined);
+  if (bpf.length) return `has DATASEC ${bpf.join(', ')}: a BPF object's BTF`;
+  return undefined;
+}
+
+/**
  * Find the kernel's own (vmlinux) BTF in physical memory: scan for the BTF header, parse every
- * sane candidate, accept the first with a `task_struct` struct and a `.data..percpu` DATASEC.
+ * sane candidate, accept the first that `notVmlinuxBtf` accepts.
  * Throws E_NOT_FOUND listing every candidate and its verdict.
  */
 export async function locateBtf(mem: PhysicalMemory, opts: LocateBtfOptions = {}): Promise<LocatedBtf> {
@@ -147,16 +168,9 @@ export async function locateBtf(mem: PhysicalMemory, opts: LocateBtfOptions = {}
       cand.verdict = `parse failed: ${msg}${why}`;
       return;
     }
-    const ts = btf.findType('task_struct', BtfKind.STRUCT);
-    const pcpu = btf.findType('.data..percpu', BtfKind.DATASEC);
-    if (ts === undefined || pcpu === undefined) {
-      const what = [
-        ts === undefined ? 'no struct task_struct' : '',
-        pcpu === undefined ? 'no .data..percpu DATASEC' : '',
-      ]
-        .filter(Boolean)
-        .join(', ');
-      cand.verdict = `not vmlinux BTF (${btf.typeCount} types; ${what}: module or BPF program BTF?)`;
+    const why = notVmlinuxBtf(btf);
+    if (why) {
+      cand.verdict = `not vmlinux BTF (${btf.typeCount} types; ${why})`;
       return;
     }
     cand.verdict = `accepted (${btf.typeCount} types)`;

@@ -11,17 +11,20 @@ import { SymbolTable, SymbolTableBuilder } from '../kallsyms/symbols.js';
 import { compareSymbols } from '../symfiles/index.js';
 import { locateBtf, loadBtfFile, type Btf } from '../btf/index.js';
 import { X86Paging } from '../paging/index.js';
-import { findVmcoreInfo, type VmcoreInfo } from './vmcoreinfo.js';
+import { findVmcoreInfo, parseVmcoreInfo, type VmcoreInfo } from './vmcoreinfo.js';
 import { KernelObjects } from '../objects/kernel.js';
 import { readMemoryMap } from './memmap.js';
 
 /** x86-64 `__START_KERNEL_map`: the kernel image's virtual base before KASLR. */
 export const START_KERNEL_MAP = 0xffffffff80000000n;
-/** Link-time address of `_text` on x86-64 (CONFIG_PHYSICAL_START 16 MiB). */
+/**
+ * Link-time address of `_text` with the default CONFIG_PHYSICAL_START (16 MiB) and alignment. Only
+ * a last resort: discovery takes the KASLR offset from the kernel's own VMCOREINFO (KERNELOFFSET).
+ */
 export const LINK_TEXT = 0xffffffff81000000n;
 
 export interface DiscoveryStep {
-  stage: 'symbols' | 'phys_base' | 'paging' | 'layout' | 'banner' | 'types' | 'vmcoreinfo' | 'memmap';
+  stage: 'symbols' | 'phys_base' | 'paging' | 'kaslr' | 'layout' | 'banner' | 'types' | 'vmcoreinfo' | 'memmap';
   method: string;
   ms: number;
   detail?: Record<string, unknown>;
@@ -59,6 +62,10 @@ export interface KernelFacts {
   dtb: number;
   /** Virtual KASLR slide: runtime `_text` − link-time `_text`. */
   kaslrSlide: bigint;
+  /** Link-time `_text` (runtime `_text` − slide): from VMCOREINFO's KERNELOFFSET, else assumed LINK_TEXT. */
+  linkText: bigint;
+  /** How the slide was found ('vmcoreinfo' or 'assumed'). */
+  kaslrSource: 'vmcoreinfo' | 'file' | 'assumed';
   /** Kernel's `phys_base` (image VA → PA: pa = va − __START_KERNEL_map + phys_base). */
   physBase: number;
   /** Physical address of `_text`. */
@@ -184,6 +191,28 @@ async function findPhysBase(
     else return { physBase: pb, method: 'linux_banner VA vs a physical banner copy' };
   }
   throw notFound('phys_base', 'could not relate the kernel image VA to a physical address', tried);
+}
+
+/**
+ * The running kernel's VMCOREINFO text through its `vmcoreinfo_data` pointer (a page in the direct
+ * map), or undefined when the kernel has none or it does not read.
+ */
+async function ownVmcoreInfo(
+  paging: X86Paging,
+  ptrVa: bigint | undefined,
+  physBase: number,
+): Promise<VmcoreInfo | undefined> {
+  if (ptrVa === undefined) return undefined;
+  try {
+    const p = await readU64(paging.mem, imageVaToPhys(ptrVa, physBase));
+    if (p === 0n) return undefined;
+    const page = Buffer.from(await paging.readVirtual(p, 4096));
+    const nul = page.indexOf(0);
+    const text = page.toString('latin1', 0, nul < 0 ? page.length : nul);
+    return text.startsWith('OSRELEASE=') ? parseVmcoreInfo(text, await paging.translate(p)) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Physical addresses of "Linux version " strings (the banner and its copies), at most `max`. */
@@ -338,6 +367,23 @@ export async function discoverKernel(mem: PhysicalMemory, opts: DiscoverOptions 
     levels: paging.levels,
   });
 
+  // Stage 3b: the KASLR slide. The link-time base depends on CONFIG_PHYSICAL_START/ALIGN, so it is not
+  // assumed: the kernel's own VMCOREINFO (vmcoreinfo_data, CONFIG_CRASH_CORE) says KERNELOFFSET.
+  let kaslrSource: KernelFacts['kaslrSource'] = symbolSource === 'file' ? 'file' : 'assumed';
+  if (symbolSource === 'memory') {
+    const own = await ownVmcoreInfo(paging, sym('vmcoreinfo_data'), physBase);
+    if (own?.kernelOffset !== undefined) {
+      slide = own.kernelOffset;
+      kaslrSource = 'vmcoreinfo';
+      step('kaslr', "KERNELOFFSET in the kernel's own VMCOREINFO (vmcoreinfo_data)", { slide: hex(slide) });
+    } else {
+      warnings.push(
+        `no VMCOREINFO KERNELOFFSET in memory: KASLR slide computed against the default link-time _text ${hex(LINK_TEXT)}`,
+      );
+      step('kaslr', `assumed link-time _text ${hex(LINK_TEXT)} (no VMCOREINFO)`);
+    }
+  }
+
   // Stage 4: memory layout bases (RANDOMIZE_MEMORY) and the banner.
   const base = async (name: string) => {
     const va = sym(name);
@@ -367,8 +413,30 @@ export async function discoverKernel(mem: PhysicalMemory, opts: DiscoverOptions 
       step('types', `BTF from ${opts.btfFile}`);
     } else {
       try {
+        // The kernel's own section bounds (__start_BTF/__stop_BTF, 5.2+) name the blob exactly: no scan.
+        const startBtf = sym('__start_BTF');
+        const stopBtf = sym('__stop_BTF');
+        const own =
+          startBtf !== undefined && stopBtf !== undefined && stopBtf > startBtf
+            ? { start: imageVaToPhys(startBtf, physBase), end: imageVaToPhys(stopBtf, physBase) }
+            : undefined;
         const bh = opts.hints?.btfPhys;
+        const atSection = own
+          ? await locateBtf(mem, {
+              hint: { start: own.start, end: Math.min(own.end, own.start + 4096) },
+              hintOnly: true,
+              maxSize: own.end - own.start,
+            })
+              .then((l) => (l.physAddress === own.start ? l : undefined))
+              .catch((e: unknown) => {
+                warnings.push(
+                  `BTF at __start_BTF ${hex(own.start)} did not validate (${(e as Error).message}); scanning`,
+                );
+                return undefined;
+              })
+          : undefined;
         const located =
+          atSection ??
           (bh !== undefined
             ? await locateBtf(mem, {
                 hint: { start: bh, end: bh + (opts.hints?.btfSize ?? 64 << 20) },
@@ -377,14 +445,21 @@ export async function discoverKernel(mem: PhysicalMemory, opts: DiscoverOptions 
                 warnings.push(`BTF hint ${hex(bh)} did not validate; scanning`);
                 return undefined;
               })
-            : undefined) ?? (await locateBtf(mem, { hint }));
+            : undefined) ??
+          (await locateBtf(mem, { hint }));
         btf = located.btf;
         btfPhys = located.physAddress;
         btfSource = 'memory';
-        step('types', `BTF found in memory${hint ? ' inside the kernel image' : ''}`, {
-          phys: hex(located.physAddress),
-          size: located.size,
-        });
+        step(
+          'types',
+          atSection
+            ? "BTF at __start_BTF (the kernel's own section bounds)"
+            : `BTF found in memory${hint ? ' inside the kernel image' : ''}`,
+          {
+            phys: hex(located.physAddress),
+            size: located.size,
+          },
+        );
         if (opts.btfFile) {
           const fileBtf = await loadBtfFile(opts.btfFile);
           compareBtf(btf, fileBtf, warnings);
@@ -448,6 +523,8 @@ export async function discoverKernel(mem: PhysicalMemory, opts: DiscoverOptions 
     levels: paging.levels as 4 | 5,
     dtb,
     kaslrSlide: slide,
+    linkText: BigInt.asUintN(64, textVa - slide),
+    kaslrSource,
     physBase,
     textPhys,
     textVirt: textVa,

@@ -374,7 +374,8 @@ function addressCandidates(w: Win, tt: TokenTable, names: Names, m: Markers): Ad
   // --- tokens-first (after token_index) ---
   if (m.seqs === undefined) {
     const afterIdx = tt.index + 512;
-    for (const O of new Set([alignPos(afterIdx, 8), alignPos(afterIdx, 4)])) {
+    // 8-aligned until 6.x (every label had ALGN); 7.x emits labels unaligned.
+    for (const O of new Set([alignPos(afterIdx, 8), alignPos(afterIdx, 4), afterIdx])) {
       if (!avail(w, O, 4 * n + 8)) continue;
       // (the u64 candidate and seqs_of_names are checked only where the window has them)
       // relative: offsets, relative_base, seqs_of_names
@@ -410,12 +411,14 @@ function addressCandidates(w: Win, tt: TokenTable, names: Names, m: Markers): Ad
           lo[i] = a >>> 0;
         }
         if (!bad) {
-          const S = alignPos(O + 4 * n, 8);
+          // Real 7.x images put seqs_of_names right after the offsets (no ALGN); 8-aligned is kept for
+          // builds that still align labels.
+          const S = [O + 4 * n, alignPos(O + 4 * n, 8)].find((p) => checkSeqs(w, p, n));
           out.push({
             order: 'tokens-first',
             kind: 'self-relative',
             addresses: O,
-            seqs: checkSeqs(w, S, n) ? S : undefined,
+            seqs: S,
             hi,
             lo,
             inversions: countInversions(hi, lo),
@@ -493,6 +496,11 @@ function variantName(order: TableOrder, kind: AddressKind, seqs: boolean): strin
  * Self-relative layout: symbols are known as image-relative physical addresses; find VA − PA from
  * sys_call_table, whose entries are virtual addresses of syscall functions: entry 0 must be
  * the start of a function symbol, and so must the following entries once shifted the same way.
+ *
+ * VA − PA of the image is `__START_KERNEL_map − phys_base`, and phys_base is a multiple of
+ * CONFIG_PHYSICAL_ALIGN (≥ 2 MiB on x86-64), so only 2 MiB-aligned deltas are candidates. Without
+ * that rule a real 7.2 image matched `__pfx___x64_sys_*` (the 16-byte padding symbol before every
+ * function under CONFIG_FUNCTION_PADDING) and every address came out 16 bytes high.
  */
 function findVirtDelta(w: Win, table: SymbolTable): { delta: bigint; source: string } | undefined {
   const ix = table.lookupIndices('sys_call_table');
@@ -508,6 +516,7 @@ function findVirtDelta(w: Win, table: SymbolTable): { delta: bigint; source: str
   const e0 = (BigInt(w.u32(pos + 4)) << 32n) | BigInt(w.u32(pos));
   for (const f of funcs) {
     const delta = e0 - BigInt(f);
+    if (BigInt.asUintN(21, delta) !== 0n) continue;
     let ok = 0;
     for (let k = 1; k < 16; k++) {
       const e = (BigInt(w.u32(pos + 8 * k + 4)) << 32n) | BigInt(w.u32(pos + 8 * k));
@@ -567,8 +576,14 @@ export function decodeAt(w: Win, hit: number, opts: DecodeOptions = {}): Decoded
   const addrs = addressCandidates(w, tt, names, m);
   if (addrs.length === 0) throw new Reject('no address table (offsets + relative_base, or u64 addresses) found');
   // Sorted tables only; among them prefer the fewest inversions, then relative over absolute.
+  // A self-relative table read 4 bytes late still decodes sorted (each slot yields its neighbour's
+  // address): only seqs_of_names right after the true end tells them apart, so tokens-first
+  // candidates whose seqs do not check rank lower.
   const rank = (a: AddrCandidate): number =>
-    a.inversions * 8 + (a.kind === 'absolute' ? 1 : 0) + (a.kind === 'self-relative' ? 2 : 0);
+    a.inversions * 8 +
+    (a.kind === 'absolute' ? 1 : 0) +
+    (a.kind === 'self-relative' ? 2 : 0) +
+    (a.order === 'tokens-first' && a.seqs === undefined ? 4 : 0);
   addrs.sort((a, b) => rank(a) - rank(b));
   const best = addrs[0];
   const tolerance = Math.max(0, Math.floor(n / 1000));

@@ -34,6 +34,13 @@ export interface SynthOptions {
   blobVirt?: bigint;
   /** Pairs tokens to create (default: fill every free slot). */
   maxPairs?: number;
+  /**
+   * Alignment before each label: 8 (`ALGN`, every kernel up to 6.x) or 4. Default 4 for
+   * 'self-relative': the real Debian 7.2.13 image has names right after the u32 num_syms (8 would
+   * put them 4 bytes later) and seqs_of_names right after the offsets; every table start there is
+   * 4-aligned — else 8.
+   */
+  labelAlign?: 4 | 8;
 }
 
 export interface SynthTables {
@@ -67,9 +74,10 @@ class Asm {
     b.set(this.buf.subarray(0, this.len));
     this.buf = b;
   }
-  /** output_label(): ALGN (.balign 8) then the label. */
+  constructor(private readonly align: number = 8) {}
+  /** output_label(): ALGN (.balign 8, when the layout has it) then the label. */
   label(name: string): void {
-    while (this.len % 8 !== 0) this.byte(0);
+    while (this.len % this.align !== 0) this.byte(0);
     this.labels[name] = this.len;
   }
   byte(v: number): void {
@@ -175,7 +183,7 @@ export function buildKallsymsTables(input: readonly SynthSymbol[], opts: SynthOp
     } else names.push(e.length);
     names.push(...e);
   }
-  const asm = new Asm();
+  const asm = new Asm(opts.labelAlign ?? (layout === 'self-relative' ? 4 : 8));
   const legacy = layout === 'legacy-absolute';
   const emitAddresses = (): void => {
     if (legacy) {
@@ -312,7 +320,8 @@ export function buildKallsymsImage(symbols: readonly SynthSymbol[], opts: SynthI
   const blobPhys = base + blobOff;
   const textSym = tables.symbols.find((s) => s.type !== 'A');
   const textVirt = textSym ? textSym.address : 0xffffffff81000000n;
-  const virtDelta = opts.virtDelta ?? textVirt - BigInt(base + 0x10000);
+  // VA − PA of a kernel image is __START_KERNEL_map − phys_base: always a multiple of 2 MiB.
+  const virtDelta = opts.virtDelta ?? (textVirt - BigInt(base + 0x10000)) & ~0x1fffffn;
   if (opts.layout === 'self-relative') {
     tables = buildKallsymsTables(symbols, { ...opts, blobVirt: BigInt(blobPhys) + virtDelta });
   }
@@ -383,12 +392,13 @@ const SYLLABLES = [
 /**
  * A plausible symbol list: _text/startup_64 first, function and data symbols with increasing
  * addresses, duplicates (static functions), `.llvm.<n>` suffixes, long names (two-byte length),
- * every digit in use; optional per-CPU 'A' symbols at small addresses, and sys_call_table.
+ * every digit in use; optional per-CPU 'A' symbols at small addresses, and sys_call_table;
+ * `padding`: a `__pfx_<name>` symbol 16 bytes before each function (CONFIG_FUNCTION_PADDING, 6.2+).
  */
 export function syntheticSymbols(
   seed: number,
   n: number,
-  opts: { percpu?: boolean; text?: bigint; longNames?: boolean } = {},
+  opts: { percpu?: boolean; text?: bigint; longNames?: boolean; padding?: boolean } = {},
 ): SynthSymbol[] {
   const rnd = prng(seed ^ 0x5eed);
   const out: SynthSymbol[] = [];
@@ -408,6 +418,7 @@ export function syntheticSymbols(
   addr += 0x40n;
   const types = ['T', 't', 't', 'T', 'D', 'd', 'R', 'r', 'B', 'b', 'W'];
   let k = 0;
+  let sctAdded = false;
   while (out.length < n) {
     let name = '';
     const parts = 1 + Math.floor(rnd() * 4);
@@ -417,13 +428,21 @@ export function syntheticSymbols(
     if (rnd() < 0.02) name += `.llvm.${Math.floor(rnd() * 1e9)}`;
     if (rnd() < 0.02) name += '.isra.0';
     if (opts.longNames !== false && rnd() < 0.01) name = name + '_' + 'x'.repeat(130 + Math.floor(rnd() * 200));
-    const dup = rnd() < 0.03 && out.length > 4 ? out[out.length - 2].name : name;
-    if (out.length === Math.floor(n / 2)) {
+    const prev = out[out.length - 2]?.name;
+    const dup = rnd() < 0.03 && out.length > 4 && prev !== 'sys_call_table' ? prev : name;
+    if (!sctAdded && out.length >= Math.floor(n / 2)) {
+      sctAdded = true;
       out.push({ name: 'sys_call_table', type: 'D', address: addr });
       addr += 0x1000n;
       continue;
     }
-    out.push({ name: dup, type: types[Math.floor(rnd() * types.length)], address: addr });
+    const type = types[Math.floor(rnd() * types.length)];
+    if (opts.padding && (type === 'T' || type === 't') && out.length < n - 1) {
+      // CONFIG_FUNCTION_PADDING (6.2+): a `__pfx_` symbol on the 16 bytes before each function.
+      addr += 0x10n;
+      out.push({ name: `__pfx_${dup}`, type, address: addr - 0x10n });
+    }
+    out.push({ name: dup, type, address: addr });
     addr += BigInt(rnd() < 0.1 ? 0 : 1 + Math.floor(rnd() * 0x200));
   }
   return out;
