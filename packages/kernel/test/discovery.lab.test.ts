@@ -17,6 +17,13 @@ const targets = inject('labTargets');
 const scratch = mkdtempSync(join(tmpdir(), 'pmi-discovery-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
+/** The x86 boot protocol's pref_address (setup header offset 0x258, protocol ≥ 2.10): LOAD_PHYSICAL_ADDR. */
+function bzImagePrefAddress(bz: Buffer): bigint {
+  if (bz.toString('latin1', 0x202, 0x206) !== 'HdrS') throw new Error('not a bzImage (no HdrS)');
+  if (bz.readUInt16LE(0x206) < 0x20a) throw new Error('boot protocol < 2.10: no pref_address');
+  return bz.readBigUInt64LE(0x258);
+}
+
 async function discoverUri(uri: string): Promise<DiscoveredKernel> {
   const mem = await openSource(uri);
   try {
@@ -81,8 +88,14 @@ describe.each(targets.map((t) => [t.id, t] as const))('discovery on %s', (_id, t
       expect(want, name).toBeDefined();
       expect('0x' + mem.addressOf(name).toString(16)).toBe(want!.address);
     }
+    // The link-time _text comes from the booted bzImage itself (its setup header's pref_address is
+    // LOAD_PHYSICAL_ADDR), independent of what pmi read; the slide is the guest's _text minus it.
     const text = BigInt(core.find((s) => s.name === '_text')!.address);
-    expect(f.kaslrSlide).toBe(text - 0xffffffff81000000n);
+    const vmlinuz = (JSON.parse(readFileSync(target.state_path, 'utf8')) as { vmlinuz: string }).vmlinuz;
+    const linkText = 0xffffffff80000000n + bzImagePrefAddress(readFileSync(vmlinuz));
+    expect(f.linkText).toBe(linkText);
+    expect(f.kaslrSlide).toBe(text - linkText);
+    expect(f.kaslrSource).toBe('vmcoreinfo');
     // The page tables pmi found translate _text to the guest's own "Kernel code" start (/proc/iomem).
     const code = truth.iomem?.find((r) => r.name === 'Kernel code');
     if (code) expect(f.textPhys).toBe(Number(BigInt(code.start)));

@@ -78,15 +78,49 @@ describe.each(targets.map((t) => [t.id, t] as const))('kallsyms from RAM, lab ta
     expect(ks.byAddress(text)?.address).toBe(text);
     expect(ks.byAddress(text + 1n)?.offset).toBeLessThanOrEqual(1n);
     expect(ks.symbolize(ks.addressOf('init_task') + 8n)).toBe('init_task+0x8');
-    expect(ks.layout.relativeBase).toBe(text);
+    // image VA − PA from the guest's own view: its _text and /proc/iomem "Kernel code" start
+    const code = truth.iomem.find((r) => r.name === 'Kernel code')!;
+    if (ks.layout.addressKind === 'self-relative') expect(ks.layout.virtDelta).toBe(text - BigInt(code.start));
+    else expect(ks.layout.relativeBase).toBe(text);
   });
 
-  it('detected the layout from the data (6.12: tokens-first; 6.1: addresses-first with seqs_of_names)', () => {
-    expect(ks.layout.addressKind).toBe('relative-percpu');
-    expect(ks.layout.hasSeqsOfNames).toBe(true);
-    expect(ks.layout.order).toBe(
-      target.kernel.startsWith('6.1-') || target.kernel === '6.1' ? 'addresses-first' : 'tokens-first',
+  it('detected the layout from the data: what the kernel version implies, and table positions where the guest names them', () => {
+    // What scripts/kallsyms.c of each lab kernel emits (README-kallsyms.md, "Layouts as observed").
+    const expected: Record<string, { order: string; kind: string; seqs: boolean }> = {
+      '5.10': { order: 'addresses-first', kind: 'relative-percpu', seqs: false },
+      '6.1-cloud': { order: 'addresses-first', kind: 'relative-percpu', seqs: true }, // 6.1.192 backports seqs
+      '6.12': { order: 'tokens-first', kind: 'relative-percpu', seqs: true },
+      '7.x': { order: 'tokens-first', kind: 'self-relative', seqs: true },
+    };
+    expect({ order: ks.layout.order, kind: ks.layout.addressKind, seqs: ks.layout.hasSeqsOfNames }).toEqual(
+      expected[target.kernel],
     );
+    // Kernels from 6.x list the tables themselves in /proc/kallsyms (5.10 does not): every table pmi
+    // found must sit exactly at the guest's symbol, through VA − PA = _text − "Kernel code" start.
+    const core = truth.kallsyms.filter((k) => k.module === undefined);
+    const delta =
+      BigInt(core.find((k) => k.name === '_text')!.address) -
+      BigInt(truth.iomem.find((r) => r.name === 'Kernel code')!.start);
+    const t = ks.layout.tables;
+    const pairs: [string, number | undefined][] = [
+      ['kallsyms_num_syms', t.numSyms],
+      ['kallsyms_names', t.names],
+      ['kallsyms_markers', t.markers],
+      ['kallsyms_token_table', t.tokenTable],
+      ['kallsyms_token_index', t.tokenIndex],
+      [ks.layout.addressKind === 'absolute' ? 'kallsyms_addresses' : 'kallsyms_offsets', t.addresses],
+      ['kallsyms_relative_base', t.relativeBase],
+      ['kallsyms_seqs_of_names', t.seqsOfNames],
+    ];
+    const named = pairs.filter(([name]) => core.some((k) => k.name === name));
+    process.stderr.write(
+      `[kallsyms] ${target.id}: ${ks.layout.variant}; tables named in /proc/kallsyms: ${named.map(([n]) => n).join(', ') || 'none'}\n`,
+    );
+    for (const [name, pa] of named) {
+      expect(pa, `${name} found by pmi`).toBeDefined();
+      expect('0x' + (BigInt(pa!) + delta).toString(16), name).toBe(core.find((k) => k.name === name)!.address);
+    }
+    if (target.kernel !== '5.10') expect(named.length).toBeGreaterThanOrEqual(6);
   });
 
   it('compareSymbols against the guest /proc/kallsyms (as System.map text) finds no disagreement', () => {
