@@ -264,11 +264,8 @@ async function downloadFromSuite(
         suite,
       });
     }
-    const abis = (await packageNames(apt, 'linux-image-'))
-      .map((n) => n.slice('linux-image-'.length))
-      .filter((abi) => spec.newest!.test(abi))
-      .sort(compareKernelVersions);
-    if (abis.length === 0) {
+    const newest = newestKernelAbi(await packageNames(apt, 'linux-image-'), spec.newest);
+    if (newest === undefined) {
       throw labError(
         `${spec.package} has left Debian ${suite} and no kernel matching ${String(spec.newest)} is there`,
         {
@@ -277,7 +274,7 @@ async function downloadFromSuite(
         },
       );
     }
-    image = `linux-image-${abis[abis.length - 1]}`;
+    image = `linux-image-${newest}`;
     substituted = `${spec.package} has left Debian ${suite}; using the newest there, ${image}`;
     opts.log?.(`pmi-lab: ${substituted}`);
   }
@@ -286,6 +283,16 @@ async function downloadFromSuite(
   opts.log?.(`pmi-lab: downloading ${packages.join(' ')} (Debian ${suite}, ${apt.mirror})`);
   const debs = await downloadPackages(apt, packages, work, timeoutMs);
   return { debs, packages, suite, substituted };
+}
+
+/** The newest kernel ABI (`7.2.13+deb14-amd64`) among `linux-image-*` package names matching `pattern`. */
+export function newestKernelAbi(names: readonly string[], pattern: RegExp): string | undefined {
+  return names
+    .filter((n) => n.startsWith('linux-image-'))
+    .map((n) => n.slice('linux-image-'.length))
+    .filter((abi) => pattern.test(abi))
+    .sort(compareKernelVersions)
+    .at(-1);
 }
 
 async function aptDownload(pkg: string, dir: string, timeoutMs: number): Promise<string> {
