@@ -170,15 +170,16 @@ describe.each(targets.map((t) => [t.id, t] as const))('typed kernel objects, lab
     expect(await k.globalValue('prb')).toBe(k.symbol('printk_rb_static'));
   });
 
-  it('per-CPU: each CPU runs a known task or its idle task', async () => {
+  it('per-CPU: each possible CPU runs a known task or its idle task', async () => {
     const n = await k.cpuCount();
     expect(n).toBeGreaterThanOrEqual(1);
+    const possible = await k.possibleCpus();
+    expect(possible).toEqual(Array.from({ length: target.smp }, (_, i) => i));
+    expect(await k.onlineCpus()).toEqual(possible);
     const pids = new Set(truth.ps.map((p) => p.pid));
     const T = k.layout('task_struct', ['pid', 'comm']);
-    for (let cpu = 0; cpu < n; cpu++) {
-      const cur = k.btf.findVar('current_task', '.data..percpu')
-        ? ((await k.percpuValue('current_task', cpu)) as bigint)
-        : (await k.percpu('pcpu_hot', cpu)).ptr('current_task');
+    for (const cpu of possible) {
+      const cur = await k.currentTask(cpu);
       const t = await k.read(cur, T);
       const ok = t.str('comm') === `swapper/${cpu}` || pids.has(t.int('pid') as number);
       expect(ok, `cpu ${cpu}: ${t.int('pid')} ${t.str('comm')}`).toBe(true);

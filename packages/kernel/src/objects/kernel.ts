@@ -45,6 +45,46 @@ export interface GlobalInfo {
   readonly count?: number;
 }
 
+/** Where a per-CPU variable is (offset in the per-CPU section) and how it is typed. */
+export interface PercpuVarInfo {
+  readonly name: string;
+  /** Offset from `__per_cpu_start`. */
+  readonly offset: bigint;
+  /** BTF type id of the variable; 0 when unknown (BTF without per-CPU VARs, name not in PERCPU_TYPES). */
+  readonly typeId: number;
+  /** Bytes (0 when unknown). */
+  readonly size: number;
+  /** 'btf': a VAR of the `.data..percpu` DATASEC; 'kallsyms': the symbol (BTF has no such VAR). */
+  readonly source: 'btf' | 'kallsyms';
+  /** Known to be a pointer (PERCPU_TYPES '*') when found through kallsyms. */
+  readonly pointer?: boolean;
+}
+
+/** Largest NR_CPUS on x86-64 (MAXSMP). */
+export const MAX_NR_CPUS = 8192;
+
+/**
+ * Types of well-known per-CPU variables, used when BTF has no `.data..percpu` VARs (pahole before
+ * 1.18, e.g. Debian's 5.10): the address then comes from kallsyms. '*' = a pointer.
+ */
+export const PERCPU_TYPES: Readonly<Record<string, string>> = {
+  runqueues: 'rq',
+  current_task: '*',
+  pcpu_hot: 'pcpu_hot',
+  cpu_number: 'int',
+  this_cpu_off: 'long unsigned int',
+  hardirq_stack_ptr: '*',
+  cpu_current_top_of_stack: 'long unsigned int',
+};
+
+/** The CPU ids set in a cpumask bitmap (little-endian unsigned longs), below `nbits`. */
+export function cpumaskBits(bytes: Uint8Array, nbits: number): number[] {
+  const out: number[] = [];
+  const n = Math.min(nbits, bytes.length * 8);
+  for (let i = 0; i < n; i++) if ((bytes[i >> 3] >> (i & 7)) & 1) out.push(i);
+  return out;
+}
+
 /** Most bytes of object records one readVirtualBatch carries (larger batches are split). */
 const MAX_ARENA = 16 << 20;
 
@@ -67,6 +107,8 @@ export class KernelObjects {
   private readonly globalSpecs = new Map<string, GlobalSpec>(Object.entries(GLOBAL_TYPES));
   private readonly globalCache = new Map<string, GlobalInfo>();
   private perCpuOffsets?: bigint[];
+  private possibleCache?: number[];
+  private readonly percpuVars = new Map<string, PercpuVarInfo>();
 
   constructor(init: KernelObjectsInit) {
     this.paging = init.paging;
@@ -477,11 +519,30 @@ export class KernelObjects {
 
   // ------------------------------------------------------------------ per-CPU
 
-  /** `__per_cpu_offset[0 .. nr_cpu_ids)`, read once. */
+  /**
+   * `nr_cpu_ids`: CPU ids are below it. Checked against MAX_NR_CPUS (x86-64's largest NR_CPUS) and the
+   * room `__per_cpu_offset[]` has up to the next symbol, so a corrupt value never sizes a huge read.
+   */
+  async nrCpuIds(): Promise<number> {
+    const n = Number(await this.globalValue('nr_cpu_ids'));
+    const arr = this.symbols.get('__per_cpu_offset');
+    const room = arr ? this.symbolSpan(arr.address, 8, MAX_NR_CPUS) : MAX_NR_CPUS;
+    if (!Number.isInteger(n) || n < 1 || n > MAX_NR_CPUS || n > room)
+      throw new PmiError(
+        'E_NOT_FOUND',
+        ORIGIN,
+        `nr_cpu_ids is ${n}: not a CPU count (1..${Math.min(MAX_NR_CPUS, room)}, the room of __per_cpu_offset[])`,
+        { name: 'nr_cpu_ids', value: n, max: Math.min(MAX_NR_CPUS, room) },
+      );
+    return n;
+  }
+
+  /** `__per_cpu_offset[0 .. nr_cpu_ids)`, read once (per-CPU areas never move). */
   async cpuOffsets(): Promise<readonly bigint[]> {
     if (!this.perCpuOffsets) {
-      const a = await this.globalArray('__per_cpu_offset');
-      this.perCpuOffsets = Array.from({ length: a.length }, (_, i) => a.ptr(i));
+      const n = await this.nrCpuIds();
+      const a = await this.readPointers(this.symbol('__per_cpu_offset'), n);
+      this.perCpuOffsets = a;
     }
     return this.perCpuOffsets;
   }
@@ -492,33 +553,200 @@ export class KernelObjects {
   }
 
   /**
-   * Address of a per-CPU variable (BTF VAR in `.data..percpu`) on a CPU:
-   * `__per_cpu_start + VAR offset + __per_cpu_offset[cpu]` (`__per_cpu_start` is 0 with x86-64's
-   * zero-based per-CPU area; the formula also holds without it).
+   * A CPU mask as the sorted CPU ids set in it (below nr_cpu_ids): `possible` (`__cpu_possible_mask`, fixed
+   * at boot, cached), `online` (`__cpu_online_mask`), `present`, `active`. The bitmap is the
+   * `__cpu_<kind>_mask` symbol (4.5+), else `cpu_<kind>_bits` (older bitmap), else the `cpu_<kind>_mask`
+   * pointer of kernels before 4.5. E_NOT_FOUND names every symbol tried.
+   */
+  async cpuMask(kind: 'possible' | 'online' | 'present' | 'active'): Promise<number[]> {
+    if (kind === 'possible' && this.possibleCache) return this.possibleCache;
+    const n = await this.nrCpuIds();
+    const bytes = Math.ceil(n / 64) * 8;
+    let va: bigint | undefined;
+    const tried = [`__cpu_${kind}_mask`, `cpu_${kind}_bits`, `cpu_${kind}_mask`];
+    for (const name of tried.slice(0, 2)) {
+      va ??= this.symbols.get(name)?.address;
+    }
+    if (va === undefined) {
+      const p = this.symbols.get(tried[2]);
+      if (p) va = await this.readPointer(p.address); // `const struct cpumask *const` before 4.5
+    }
+    if (va === undefined)
+      throw new PmiError('E_NOT_FOUND', ORIGIN, `no ${kind} CPU mask: none of ${tried.join(', ')} in kallsyms`, {
+        name: `cpu_${kind}_mask`,
+        tried,
+      });
+    const cpus = cpumaskBits(await this.readBytes(va, bytes), n);
+    if (kind === 'possible') this.possibleCache = cpus;
+    return cpus;
+  }
+
+  /** CPUs that may ever run (`cpu_possible_mask`): each has a per-CPU area. */
+  possibleCpus(): Promise<number[]> {
+    return this.cpuMask('possible');
+  }
+
+  /** CPUs online now (`cpu_online_mask`; read each time — CPUs come and go on a live source). */
+  onlineCpus(): Promise<number[]> {
+    return this.cpuMask('online');
+  }
+
+  /**
+   * Where a per-CPU variable is in the per-CPU section (offset from `__per_cpu_start`) and its type:
+   * the BTF VAR of `.data..percpu` when BTF has one; else the kallsyms symbol (x86-64's zero-based per-CPU
+   * symbols are absolute 'A' offsets with `__per_cpu_start` = 0; kernels linking per-CPU symbols at
+   * real addresses give `symbol − __per_cpu_start` — the same formula) and the type from PERCPU_TYPES
+   * (0 when unknown: the caller must give one). E_NOT_FOUND names the variable and what was missing.
+   */
+  percpuVar(name: string): PercpuVarInfo {
+    const hit = this.percpuVars.get(name);
+    if (hit) return hit;
+    let info: PercpuVarInfo;
+    const v = this.btf.findVar(name, '.data..percpu');
+    if (v) {
+      info = { name, offset: BigInt(v.offset), typeId: v.type, size: v.size, source: 'btf' };
+    } else {
+      const s = this.symbols.get(name);
+      const hasDatasec = this.btf.findType('.data..percpu') !== undefined;
+      const why = hasDatasec ? "not in BTF's .data..percpu" : 'this BTF has no .data..percpu DATASEC';
+      if (!s)
+        throw new PmiError('E_NOT_FOUND', ORIGIN, `per-CPU variable '${name}': ${why} and no kallsyms symbol`, {
+          name,
+          tried: ['btf:.data..percpu', 'kallsyms'],
+        });
+      const start = this.symbols.get('__per_cpu_start')?.address ?? 0n;
+      const end = this.symbols.get('__per_cpu_end')?.address;
+      const offset = BigInt.asUintN(64, s.address - start);
+      if (end !== undefined && offset >= BigInt.asUintN(64, end - start))
+        throw new PmiError(
+          'E_NOT_FOUND',
+          ORIGIN,
+          `per-CPU variable '${name}': ${why}, and kallsyms '${name}' at ${vaHex(s.address)} is outside the per-CPU section [${vaHex(start)}, ${vaHex(end)})`,
+          { name, address: vaHex(s.address), per_cpu_start: vaHex(start), per_cpu_end: vaHex(end) },
+        );
+      const known = PERCPU_TYPES[name];
+      let typeId = 0;
+      if (known && known !== '*') typeId = this.typeIdOrZero(known);
+      info = {
+        name,
+        offset,
+        typeId,
+        size: typeId ? this.btf.sizeOf(typeId) : known === '*' ? 8 : 0,
+        source: 'kallsyms',
+        pointer: known === '*',
+      };
+    }
+    this.percpuVars.set(name, info);
+    return info;
+  }
+
+  /** Is there a per-CPU variable of this name (BTF VAR or a kallsyms symbol inside the per-CPU section)? */
+  hasPercpu(name: string): boolean {
+    try {
+      this.percpuVar(name);
+      return true;
+    } catch (e) {
+      if (e instanceof PmiError && e.code === 'E_NOT_FOUND') return false;
+      throw e;
+    }
+  }
+
+  private typeIdOrZero(name: string): number {
+    return this.btf.findType(name, 'struct') ?? this.btf.findType(name, 'union') ?? this.btf.findType(name) ?? 0;
+  }
+
+  /**
+   * Address of a per-CPU variable on a CPU: `__per_cpu_start + offset + __per_cpu_offset[cpu]`
+   * (see percpuVar for the offset). The CPU must be below nr_cpu_ids and possible (an impossible CPU has
+   * no per-CPU area of its own).
    */
   async percpuAddress(name: string, cpu: number): Promise<bigint> {
-    const v = this.btf.percpuVar(name);
+    const v = this.percpuVar(name);
     const offs = await this.cpuOffsets();
     if (!Number.isInteger(cpu) || cpu < 0 || cpu >= offs.length)
-      throw usage(`cpu ${cpu} out of range (nr_cpu_ids ${offs.length})`, { cpu });
+      throw usage(`per-CPU '${name}': cpu ${cpu} out of range (nr_cpu_ids ${offs.length})`, { name, cpu });
+    let possible: number[] | undefined;
+    try {
+      possible = await this.possibleCpus();
+    } catch {
+      possible = undefined; // no mask: nr_cpu_ids bounds it
+    }
+    if (possible && !possible.includes(cpu))
+      throw usage(`per-CPU '${name}': cpu ${cpu} is not a possible CPU (possible: ${possible.join(',')})`, {
+        name,
+        cpu,
+      });
     const start = this.symbols.get('__per_cpu_start')?.address ?? 0n;
-    return BigInt.asUintN(64, start + BigInt(v.offset) + offs[cpu]);
+    return BigInt.asUintN(64, start + v.offset + offs[cpu]);
   }
 
-  /** A struct per-CPU variable as a view (`percpu('runqueues', 0)`). */
-  async percpu(name: string, cpu: number, T?: Layout): Promise<StructView> {
-    const v = this.btf.percpuVar(name);
-    return this.read(await this.percpuAddress(name, cpu), T ?? this.layout(this.btf.resolve(v.type)));
+  /**
+   * A struct per-CPU variable as a view (`percpu('runqueues', 0)`). `T` (a layout or a type name) is
+   * needed when the type is not known: BTF without per-CPU VARs and a variable not in PERCPU_TYPES.
+   */
+  async percpu(name: string, cpu: number, T?: Layout | TypeRef): Promise<StructView> {
+    const v = this.percpuVar(name);
+    let layout: Layout;
+    if (T instanceof Layout) layout = T;
+    else if (T !== undefined) layout = this.layout(T);
+    else {
+      if (!v.typeId || v.pointer)
+        throw new PmiError(
+          'E_NOT_FOUND',
+          ORIGIN,
+          `per-CPU variable '${name}': no type (${v.source === 'kallsyms' ? 'no BTF VAR, found in kallsyms' : 'BTF VAR without a struct type'}): pass a layout, percpu('${name}', cpu, k.layout('TYPE', [...]))`,
+          { name, source: v.source },
+        );
+      layout = this.layout(this.btf.resolve(v.typeId));
+    }
+    return this.read(await this.percpuAddress(name, cpu), layout);
   }
 
-  /** An integer/pointer per-CPU variable (`percpuValue('current_task', 0)` on kernels before 6.2). */
-  async percpuValue(name: string, cpu: number): Promise<number | bigint> {
-    const v = this.btf.percpuVar(name);
-    const s = scalarOf(this.btf, v.type);
+  /**
+   * An integer/pointer per-CPU variable (`percpuValue('current_task', 0)`). `type` ('pointer' or an
+   * integer type name/id) is needed when the type is not known (see percpu).
+   */
+  async percpuValue(name: string, cpu: number, type?: TypeRef | 'pointer'): Promise<number | bigint> {
+    const v = this.percpuVar(name);
+    let s: Scalar;
+    if (type === 'pointer' || (type === undefined && v.pointer)) s = PTR_SCALAR;
+    else if (type !== undefined) s = scalarOf(this.btf, this.typeId(type));
+    else if (v.typeId) s = scalarOf(this.btf, v.typeId);
+    else
+      throw new PmiError(
+        'E_NOT_FOUND',
+        ORIGIN,
+        `per-CPU variable '${name}': no type (no BTF VAR, found in kallsyms): pass one, percpuValue('${name}', cpu, 'pointer' | 'unsigned int' | …)`,
+        { name, source: v.source },
+      );
     if (s.kind !== FieldKind.INT && s.kind !== FieldKind.ENUM && s.kind !== FieldKind.PTR)
       throw usage(`per-CPU '${name}' is not an integer or pointer: use percpu()`, { name });
     const b = await this.paging.readVirtual(await this.percpuAddress(name, cpu), s.size);
     return decodeInt(new DataView(b.buffer, b.byteOffset, b.length), 0, s);
+  }
+
+  /**
+   * Where the kernel keeps each CPU's current task: the per-CPU `current_task` (up to 6.1, and again
+   * from 6.15) or `pcpu_hot.current_task` (6.2–6.14). Decided by what exists (BTF VAR / kallsyms),
+   * never by version; E_NOT_FOUND when neither does.
+   */
+  currentTaskSource(): 'current_task' | 'pcpu_hot.current_task' {
+    if (this.hasPercpu('current_task')) return 'current_task';
+    if (this.hasPercpu('pcpu_hot') && this.hasField('pcpu_hot', 'current_task')) return 'pcpu_hot.current_task';
+    throw new PmiError(
+      'E_NOT_FOUND',
+      ORIGIN,
+      "no per-CPU current task: neither a per-CPU 'current_task' nor 'pcpu_hot' with a current_task field",
+      { name: 'current_task', tried: ['current_task', 'pcpu_hot.current_task'] },
+    );
+  }
+
+  /** The task_struct address a CPU is running (its per-CPU current task pointer). */
+  async currentTask(cpu: number): Promise<bigint> {
+    if (this.currentTaskSource() === 'current_task')
+      return BigInt(await this.percpuValue('current_task', cpu, 'pointer'));
+    const H = this.layout('pcpu_hot', ['current_task']);
+    return (await this.percpu('pcpu_hot', cpu, H)).ptr('current_task');
   }
 
   // ------------------------------------------------------------------ walks
