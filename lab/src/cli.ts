@@ -179,12 +179,14 @@ export function buildProgram(): Command {
 
   program
     .command('snapshot')
-    .description('copy the guest RAM (paused around the copy) to OUT: pmi-lab snapshot [NAME] OUT')
+    .description(
+      'copy the guest RAM (paused around the copy) to OUT, and the vCPU registers of that pause to OUT.vcpus.json: pmi-lab snapshot [NAME] OUT',
+    )
     .argument('<words...>')
     .action(async (words: string[]) => {
       const [name, path] = nameAndPath(words, 'snapshot');
       const r = await openLabVm(name).snapshot(path);
-      out(`${r.path} ${r.bytes} bytes in ${r.ms} ms`);
+      out(`${r.path} ${r.bytes} bytes in ${r.ms} ms; vCPUs: ${r.vcpus_path}`);
     });
 
   program

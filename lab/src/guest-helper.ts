@@ -165,27 +165,37 @@ int main(int argc, char **argv) {
 `;
 
 /**
- * Build (or reuse from `<cacheDir>/helpers/`) the static helper binary. Needs gcc and the C
+ * Build (or reuse from `<cacheDir>/helpers/<name>-<hash>`) a static program from C source with
+ * `gcc -static -O2 -s` plus `flags` (the hash covers source and flags). Needs gcc and the C
  * library's static archive (Debian: gcc, libc6-dev).
  */
-export async function buildUnixHelper(cacheDir: string): Promise<Buffer> {
-  const key = createHash('sha256').update(UNIX_HELPER_C).digest('hex').slice(0, 16);
+export async function buildStaticHelper(
+  cacheDir: string,
+  name: string,
+  source: string,
+  flags: readonly string[] = [],
+): Promise<Buffer> {
+  const h = createHash('sha256');
+  if (flags.length > 0) h.update(`${flags.join(' ')}\0`);
+  const key = h.update(source).digest('hex').slice(0, 16);
   const dir = join(cacheDir, 'helpers');
-  const out = join(dir, `pmi-unix-${key}`);
+  const out = join(dir, `${name}-${key}`);
   if (!(await exists(out))) {
     await fsp.mkdir(dir, { recursive: true });
     const tag = `${process.pid}-${randomTag()}`;
-    const src = join(dir, `pmi-unix-${tag}.c`);
+    const src = join(dir, `${name}-${tag}.c`);
     const tmp = `${out}.tmp-${tag}`;
     try {
-      await fsp.writeFile(src, UNIX_HELPER_C);
-      await execChecked('gcc', ['-static', '-O2', '-s', '-o', tmp, src], { timeoutMs: 120_000 }).catch((e) => {
-        throw labError(
-          'cannot build the lab helper pmi-unix with `gcc -static`: install gcc and libc6-dev',
-          { source: src },
-          e,
-        );
-      });
+      await fsp.writeFile(src, source);
+      await execChecked('gcc', ['-static', ...flags, '-O2', '-s', '-o', tmp, src], { timeoutMs: 120_000 }).catch(
+        (e) => {
+          throw labError(
+            `cannot build the lab helper ${name} with \`gcc -static\`: install gcc and libc6-dev`,
+            { source: src },
+            e,
+          );
+        },
+      );
       await fsp.rename(tmp, out);
     } finally {
       await rmQuiet(src);
@@ -193,4 +203,9 @@ export async function buildUnixHelper(cacheDir: string): Promise<Buffer> {
     }
   }
   return fsp.readFile(out);
+}
+
+/** Build (or reuse from `<cacheDir>/helpers/`) the static `pmi-unix` binary. */
+export function buildUnixHelper(cacheDir: string): Promise<Buffer> {
+  return buildStaticHelper(cacheDir, UNIX_HELPER.comm, UNIX_HELPER_C);
 }

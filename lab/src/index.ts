@@ -1,7 +1,10 @@
 export { KERNELS, resolveKernel, fetchKernel, kernelModules, readModinfo, kernelCacheDir } from './kernels.js';
 export type { KernelSpec, KernelId, FetchedKernel, FetchOptions, ModuleFile } from './kernels.js';
 export { buildInitramfs, isStaticElf, WORKLOAD } from './initramfs.js';
-export { buildUnixHelper, UNIX_HELPER, UNIX_HELPER_C } from './guest-helper.js';
+export { buildStaticHelper, buildUnixHelper, UNIX_HELPER, UNIX_HELPER_C } from './guest-helper.js';
+export { buildThreadHelper, THREAD_HELPER, THREAD_HELPER_C } from './thread-helper.js';
+export { parseInfoRegisters, parseQemuCpuNotes, joinVcpuViews } from './vcpus.js';
+export type { VcpuEntry, VcpuListing, InfoRegistersCpu, QemuCpuNote } from './vcpus.js';
 export { buildCpio, parseCpio } from './cpio.js';
 export type { CpioEntry } from './cpio.js';
 export { runOnChannel } from './channel.js';
@@ -19,6 +22,10 @@ export {
   parseNetnsListing,
   parseNsLink,
   parsePsListing,
+  parseThreadListing,
+  parseThreadsOutput,
+  withoutLabThreads,
+  parseSha256,
   parseMeminfo,
   parseIomem,
   splitSections,
@@ -27,11 +34,14 @@ export {
   withoutLabMachinery,
   hexAddr,
   TRUTH_SCRIPT,
+  THREADS_SCRIPT,
   KALLSYMS_SCRIPT,
 } from './truth.js';
 export type {
   GroundTruth,
   PsEntry,
+  ThreadEntry,
+  ThreadListing,
   ModuleEntry,
   KallsymsEntry,
   NetTcpEntry,

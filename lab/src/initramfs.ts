@@ -4,11 +4,12 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { buildCpio, type CpioEntry } from './cpio.js';
 import { buildUnixHelper, UNIX_HELPER } from './guest-helper.js';
+import { buildThreadHelper, THREAD_HELPER } from './thread-helper.js';
 import { kernelModules, type FetchedKernel } from './kernels.js';
 import { cacheRoot, execChecked, exists, labError, randomTag, rmQuiet } from './util.js';
 
 /** Bumped whenever the guest scripts or layout change, so cached images are rebuilt. */
-const LAYOUT_VERSION = 5;
+const LAYOUT_VERSION = 6;
 
 /** The distinctive workload the guest runs; tests look these up in ground truth and memory. */
 export const WORKLOAD = {
@@ -27,6 +28,12 @@ export const WORKLOAD = {
    * namespace of its own (with its own TCP ehash and, 6.2+, its own UDP hash table).
    */
   unix: UNIX_HELPER,
+  /**
+   * `pmi-threads` (lab/src/thread-helper.ts): a process whose main thread has that comm and three
+   * more threads named `threadNames` (prctl PR_SET_NAME), all sleeping; /init continues only once
+   * all four exist with their names.
+   */
+  threads: THREAD_HELPER,
   markerText: 'pmi-lab marker file: the quick brown fox 0x5eed\n',
   /** Console line printed once the command loop is listening on ttyS1. */
   readyLine: 'PMI-LAB-READY',
@@ -118,6 +125,8 @@ sysctl -w net.ipv4.udp_child_hash_entries=128 >/dev/null 2>&1
 unshare -n sh -c 'ip link set lo up && exec /pmi/bin/${UNIX_HELPER.comm} --netns' || echo "PMI-LAB: ${UNIX_HELPER.comm} --netns failed"
 sysctl -w net.ipv4.tcp_child_ehash_entries=0 >/dev/null 2>&1
 sysctl -w net.ipv4.udp_child_hash_entries=0 >/dev/null 2>&1
+# returns once the process and its named threads all exist (its own wait is bounded: 30 s)
+/pmi/bin/${THREAD_HELPER.comm} || echo "PMI-LAB: ${THREAD_HELPER.comm} failed"
 echo "PMI-LAB: workload started"
 ${extra}/pmi/cmdloop.sh /dev/ttyS1 &
 while true; do sleep 3600; done
@@ -163,6 +172,7 @@ export async function buildInitramfs(kernel: FetchedKernel, opts: InitramfsOptio
   const moduleData = await Promise.all(modules.map((m) => fsp.readFile(m.path)));
   const cacheDir = opts.cacheDir ?? cacheRoot();
   const helper = await buildUnixHelper(cacheDir);
+  const threadHelper = await buildThreadHelper(cacheDir);
   const init = initScript(
     kernel.release,
     modules.map((m) => m.name),
@@ -172,6 +182,7 @@ export async function buildInitramfs(kernel: FetchedKernel, opts: InitramfsOptio
   h.update(`v${LAYOUT_VERSION}\0${kernel.release}\0${init}\0${CMDLOOP}\0${SLEEPER}\0${HOLDER}\0`);
   h.update(busybox);
   h.update(helper);
+  h.update(threadHelper);
   for (const d of moduleData) h.update(d);
   const key = h.digest('hex').slice(0, 16);
   const dir = join(cacheDir, 'initramfs');
@@ -248,6 +259,7 @@ export async function buildInitramfs(kernel: FetchedKernel, opts: InitramfsOptio
   entries.push({ kind: 'file', path: 'pmi/bin/pmi-usersleeper', data: SLEEPER, mode: 0o755 });
   entries.push({ kind: 'file', path: 'pmi/bin/pmi-holder', data: HOLDER, mode: 0o755 });
   entries.push({ kind: 'file', path: `pmi/bin/${UNIX_HELPER.comm}`, data: helper, mode: 0o755 });
+  entries.push({ kind: 'file', path: `pmi/bin/${THREAD_HELPER.comm}`, data: threadHelper, mode: 0o755 });
   addDir(`lib/modules/${kernel.release}/pmi`);
   modules.forEach((m, i) => {
     entries.push({

@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import {
   decodeProcNetAddress,
@@ -8,11 +9,18 @@ import {
   parseNetnsListing,
   parseNsLink,
   parseProcModules,
+  parsePsListing,
+  parseSha256,
+  parseThreadListing,
+  parseThreadsOutput,
   parseProcNetTcp,
   parseProcNetUdp,
   parseProcNetUnix,
   parseTruth,
   splitSections,
+  THREADS_SCRIPT,
+  TRUTH_SCRIPT,
+  withoutLabThreads,
 } from './truth.js';
 import { PANIC_RE } from './vm.js';
 
@@ -240,5 +248,114 @@ describe('truth parser units', () => {
   it('panic detection regex', () => {
     expect(PANIC_RE.test('[   12.3] Kernel panic - not syncing: sysrq triggered crash')).toBe(true);
     expect(PANIC_RE.test(fixture('serial-612-p5.log'))).toBe(false);
+  });
+});
+
+describe('threads and the BTF hash, recorded on 5.10 with two vCPUs (pmi-threads workload)', () => {
+  const t = parseTruth(fixture('truth-510-p4-smp2.txt'), timing);
+  const WORKERS = ['pmi-worker-1', 'pmi-worker-2', 'pmi-worker-3'];
+
+  it('truth.threads: the pmi-threads process with exactly its four named threads', () => {
+    const main = t.threads.filter((x) => x.comm === 'pmi-threads');
+    expect(main).toHaveLength(1);
+    expect(main[0].tid).toBe(main[0].pid);
+    const mine = t.threads.filter((x) => x.pid === main[0].pid);
+    expect(mine.map((x) => x.comm)).toEqual(['pmi-threads', ...WORKERS]);
+    expect(new Set(mine.map((x) => x.tid)).size).toBe(4);
+    expect(mine).toEqual([
+      { pid: 102, tid: 102, comm: 'pmi-threads' },
+      { pid: 102, tid: 103, comm: 'pmi-worker-1' },
+      { pid: 102, tid: 104, comm: 'pmi-worker-2' },
+      { pid: 102, tid: 105, comm: 'pmi-worker-3' },
+    ]);
+    expect(t.ps.find((p) => p.pid === 102)).toMatchObject({ comm: 'pmi-threads', args: '/pmi/bin/pmi-threads' });
+  });
+
+  it('truth.threads: kernel threads with /proc comm (kworkers with their workqueue), every process, no collector', () => {
+    expect(t.threads.find((x) => x.pid === 2)).toEqual({ pid: 2, tid: 2, comm: 'kthreadd' });
+    expect(t.threads.find((x) => x.pid === 5)).toEqual({ pid: 5, tid: 5, comm: 'kworker/0:0-events' });
+    expect(t.threads.some((x) => x.comm === 'kworker/u4:2-events_unbound')).toBe(true);
+    // one leader row per process of ps, and nothing of the collector (pid 299 in this recording)
+    expect(t.collector_pid).toBe(299);
+    const leaders = t.threads.filter((x) => x.tid === x.pid).map((x) => x.pid);
+    expect(leaders).toEqual(t.ps.map((p) => p.pid));
+    expect(t.threads.some((x) => x.pid === 299)).toBe(false);
+    // only pmi-threads has more than one thread here
+    expect(t.threads.filter((x) => x.tid !== x.pid).map((x) => x.pid)).toEqual([102, 102, 102]);
+    const sorted = [...t.threads].sort((a, b) => a.pid - b.pid || a.tid - b.tid);
+    expect(t.threads).toEqual(sorted);
+  });
+
+  it('btf_vmlinux_sha256', () => {
+    expect(t.btf_vmlinux_sha256).toBe('28295addc16eaf065da6c8a83603b2da2bee224c47097cd7ea3ed48bd252161b');
+    expect(parseSha256('')).toBe('');
+    expect(parseSha256('sha256sum: /sys/kernel/btf/vmlinux: No such file or directory')).toBe('');
+    expect(parseSha256('ABCDEF' + '0'.repeat(58) + '  -')).toBe('abcdef' + '0'.repeat(58));
+    expect(parseTruth('@@PMI-SECTION btf_vmlinux_sha256@@\n', timing).btf_vmlinux_sha256).toBe('');
+  });
+
+  it('the thread listing alone (THREADS_SCRIPT, run under the guest timeout): collector and timeout watcher dropped', () => {
+    const text = fixture('threads-510-p4-smp2.txt');
+    const threads = parseThreadsOutput(text);
+    // the raw listing has the collector (451) and the busybox timeout watcher (453) of this very command
+    const raw = parseThreadListing(splitSections(text).get('threads') ?? []);
+    expect(raw.filter((x) => x.pid === 451 || x.pid === 453).map((x) => x.comm)).toEqual(['sh', 'timeout']);
+    expect(threads.some((x) => x.pid === 451 || x.pid === 453)).toBe(false);
+    expect(raw.length - threads.length).toBe(2);
+    expect(threads.filter((x) => x.pid === 102).map((x) => x.comm)).toEqual(['pmi-threads', ...WORKERS]);
+  });
+
+  it('parseThreadListing and withoutLabThreads units', () => {
+    const th = parseThreadListing([
+      'TH 20 21 a b ',
+      'garbage',
+      'TH 3 3 kworker/0:1-events',
+      'TH 20 20 ',
+      'P 3',
+      'TH 7 7 sh',
+      'TH 8 8 cat',
+      'TH 9 9 timeout',
+    ]);
+    expect(th).toEqual([
+      { pid: 3, tid: 3, comm: 'kworker/0:1-events' },
+      { pid: 7, tid: 7, comm: 'sh' },
+      { pid: 8, tid: 8, comm: 'cat' },
+      { pid: 9, tid: 9, comm: 'timeout' },
+      { pid: 20, tid: 20, comm: '' },
+      { pid: 20, tid: 21, comm: 'a b ' },
+    ]);
+    const ps = parsePsListing([
+      'P 3',
+      'S 3 (kworker/0:1-events) I 2 0 0',
+      'P 7',
+      'S 7 (sh) S 1 7 7',
+      'C sh /tmp/pmi-cmd.x/cmd.sh',
+      'P 8',
+      'S 8 (cat) R 7 7 7',
+      'C cat',
+      'P 9',
+      'S 9 (timeout) S 1 9 9',
+      'C timeout -s KILL 10 sh /tmp/pmi-cmd.x/cmd.sh',
+    ]);
+    expect(withoutLabThreads(th, ps, 7).map((x) => x.tid)).toEqual([3, 20, 21]);
+  });
+
+  it('the scripts run under busybox sh: the host /proc through THREADS_SCRIPT has this very process and its threads', () => {
+    execFileSync('/bin/busybox', ['sh', '-n', '-c', TRUTH_SCRIPT]);
+    expect(TRUTH_SCRIPT).toContain(THREADS_SCRIPT.slice(THREADS_SCRIPT.indexOf('sec ps')));
+    const out = execFileSync('/bin/busybox', ['sh', '-c', THREADS_SCRIPT], { encoding: 'utf8', maxBuffer: 64 << 20 });
+    const threads = parseThreadsOutput(out);
+    const mine = threads.filter((x) => x.pid === process.pid);
+    const tids = readdirSync(`/proc/${process.pid}/task`).map(Number);
+    // threads may come and go (libuv pool), but the main thread and its comm are stable
+    expect(mine.find((x) => x.tid === process.pid)?.comm).toBe(
+      readFileSync(`/proc/${process.pid}/comm`, 'utf8').replace(/\n$/, ''),
+    );
+    expect(mine.length).toBeGreaterThan(1);
+    expect(mine.filter((x) => tids.includes(x.tid)).length).toBeGreaterThan(1);
+    // the collector (a busybox sh, child of this process) is not in the listing
+    const collector = Number(splitSections(out).get('collector_pid')?.[0]);
+    expect(collector).toBeGreaterThan(0);
+    expect(threads.some((x) => x.pid === collector)).toBe(false);
   });
 });

@@ -19,6 +19,25 @@ export interface PsEntry {
   kernel_thread: boolean;
 }
 
+/**
+ * One thread of a process (kernel threads included), from the guest's /proc/PID/task/TID/comm.
+ * `pid` is the thread group leader's pid (the process), `tid` the thread's own id (= pid for the
+ * leader). Workqueue workers show their current work as /proc prints it ("kworker/0:1-events"),
+ * which changes from one work item to the next.
+ */
+export interface ThreadEntry {
+  pid: number;
+  tid: number;
+  comm: string;
+}
+
+/** A thread listing taken apart from the truth (the lab tests: right after the RAM snapshot). */
+export interface ThreadListing {
+  /** ISO time the listing started. */
+  collected_at: string;
+  threads: ThreadEntry[];
+}
+
 export interface ModuleEntry {
   name: string;
   size: number;
@@ -124,6 +143,13 @@ export interface GroundTruth {
    */
   collector_pid: number;
   ps: PsEntry[];
+  /**
+   * Every thread of every process, kernel threads included (pid, tid order), without the
+   * collector's and the lab machinery's processes (those left out of `ps`).
+   */
+  threads: ThreadEntry[];
+  /** SHA-256 (lowercase hex) of the guest's /sys/kernel/btf/vmlinux; '' when it has none. */
+  btf_vmlinux_sha256: string;
   modules: ModuleEntry[];
   /** Whole /proc/kallsyms. */
   kallsyms: KallsymsEntry[];
@@ -451,6 +477,41 @@ export function withoutLabMachinery(ps: readonly PsEntry[], collectorPid: number
   );
 }
 
+/**
+ * Parse the collector's thread listing: one line `TH <pid> <tid> <comm>` per thread, from
+ * /proc/PID/task/TID/comm (comm is the rest of the line, kept exactly: it may hold spaces).
+ * Sorted by pid, then tid; threads that vanished mid-listing are simply absent.
+ */
+export function parseThreadListing(lines: readonly string[]): ThreadEntry[] {
+  const out: ThreadEntry[] = [];
+  for (const line of lines) {
+    const m = /^TH (\d+) (\d+) (.*)$/.exec(line);
+    if (m) out.push({ pid: Number(m[1]), tid: Number(m[2]), comm: m[3] });
+  }
+  return out.sort((a, b) => a.pid - b.pid || a.tid - b.tid);
+}
+
+/**
+ * Threads without the processes `withoutLabMachinery` leaves out of ps (`rawPs`: the unfiltered
+ * listing taken just before the threads): the collector, its children, the `timeout` watchers.
+ */
+export function withoutLabThreads(
+  threads: readonly ThreadEntry[],
+  rawPs: readonly PsEntry[],
+  collectorPid: number,
+): ThreadEntry[] {
+  const kept = new Set(withoutLabMachinery(rawPs, collectorPid).map((p) => p.pid));
+  const dropped = new Set(rawPs.filter((p) => !kept.has(p.pid)).map((p) => p.pid));
+  dropped.add(collectorPid);
+  return threads.filter((t) => !dropped.has(t.pid));
+}
+
+/** `sha256sum` output → the lowercase hex digest, '' when there is none. */
+export function parseSha256(line: string): string {
+  const h = line.trim().split(/\s+/)[0]?.toLowerCase() ?? '';
+  return /^[0-9a-f]{64}$/.test(h) ? h : '';
+}
+
 export function parseMeminfo(lines: readonly string[]): Record<string, number> {
   const out: Record<string, number> = {};
   for (const line of lines) {
@@ -481,6 +542,7 @@ export function parseTruth(
   const first = (k: string): string => (get(k)[0] ?? '').trim();
   const meminfo = parseMeminfo(get('meminfo'));
   const collectorPid = Number(first('collector_pid'));
+  const rawPs = parsePsListing(get('ps'));
   const flags = first('cpu_flags').split(/\s+/);
   const kallsymsLines =
     kallsymsText !== undefined ? (splitSections(kallsymsText).get('kallsyms') ?? []) : get('kallsyms');
@@ -495,7 +557,9 @@ export function parseTruth(
     meminfo,
     la57: flags.includes('la57'),
     collector_pid: collectorPid,
-    ps: withoutLabMachinery(parsePsListing(get('ps')), collectorPid),
+    ps: withoutLabMachinery(rawPs, collectorPid),
+    threads: withoutLabThreads(parseThreadListing(get('threads')), rawPs, collectorPid),
+    btf_vmlinux_sha256: parseSha256(first('btf_vmlinux_sha256')),
     modules: parseProcModules(get('modules')),
     kallsyms: parseKallsyms(kallsymsLines),
     net_tcp: parseProcNetTcp(get('net_tcp')),
@@ -510,10 +574,38 @@ export function parseTruth(
   };
 }
 
-/** The guest-side collector (busybox sh). Kallsyms is a separate call so its transfer is timed on its own. */
-export const TRUTH_SCRIPT = `sec() { printf '@@PMI-SECTION %s@@\\n' "$1"; }
+const SECTION_FN = `sec() { printf '@@PMI-SECTION %s@@\\n' "$1"; }
 sec collector_pid; echo $$
-sec uname_r; uname -r
+`;
+
+/** Per process: its stat, Uid/Gid lines and cmdline (parsePsListing). */
+const PS_PART = `sec ps
+for d in /proc/[0-9]*; do
+  p=\${d#/proc/}
+  IFS= read -r st < "$d/stat" 2>/dev/null || continue
+  echo "P $p"
+  echo "S $st"
+  while read -r k v; do case "$k" in Uid:|Gid:) echo "T $k $v" ;; esac; done < "$d/status" 2>/dev/null
+  printf 'C '; tr '\\000' ' ' < "$d/cmdline" 2>/dev/null; echo
+done
+`;
+
+/**
+ * Per thread: `TH pid tid comm` (parseThreadListing). Only shell builtins (no child processes), so
+ * the listing adds nothing of its own; run right after PS_PART, whose listing filters it.
+ */
+const THREADS_PART = `sec threads
+for d in /proc/[0-9]*; do
+  p=\${d#/proc/}
+  for t in "$d"/task/[0-9]*; do
+    IFS= read -r c < "$t/comm" 2>/dev/null || continue
+    echo "TH $p \${t##*/} $c"
+  done
+done
+`;
+
+/** The guest-side collector (busybox sh). Kallsyms is a separate call so its transfer is timed on its own. */
+export const TRUTH_SCRIPT = `${SECTION_FN}sec uname_r; uname -r
 sec version; cat /proc/version
 sec cmdline; cat /proc/cmdline
 sec cpu_flags; grep -m1 '^flags' /proc/cpuinfo
@@ -540,15 +632,20 @@ for d in /proc/[0-9]*; do
 done
 sec iomem; cat /proc/iomem
 sec dmesg; dmesg | tail -n 50
-sec ps
-for d in /proc/[0-9]*; do
-  p=\${d#/proc/}
-  IFS= read -r st < "$d/stat" 2>/dev/null || continue
-  echo "P $p"
-  echo "S $st"
-  while read -r k v; do case "$k" in Uid:|Gid:) echo "T $k $v" ;; esac; done < "$d/status" 2>/dev/null
-  printf 'C '; tr '\\000' ' ' < "$d/cmdline" 2>/dev/null; echo
-done
-`;
+sec btf_vmlinux_sha256; if [ -e /sys/kernel/btf/vmlinux ]; then sha256sum /sys/kernel/btf/vmlinux; fi
+${PS_PART}${THREADS_PART}`;
+
+/**
+ * The thread listing alone (the same ps and thread parts as TRUTH_SCRIPT, so the same filter
+ * applies): parse its output with parseThreadsOutput.
+ */
+export const THREADS_SCRIPT = `${SECTION_FN}${PS_PART}${THREADS_PART}`;
+
+/** Threads from THREADS_SCRIPT's (or TRUTH_SCRIPT's) output, without the lab's own processes. */
+export function parseThreadsOutput(text: string): ThreadEntry[] {
+  const s = splitSections(text);
+  const collectorPid = Number((s.get('collector_pid')?.[0] ?? '').trim());
+  return withoutLabThreads(parseThreadListing(s.get('threads') ?? []), parsePsListing(s.get('ps') ?? []), collectorPid);
+}
 
 export const KALLSYMS_SCRIPT = `printf '@@PMI-SECTION kallsyms@@\\n'; cat /proc/kallsyms\n`;

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { promises as fsp, openSync, closeSync, existsSync, statfsSync, readFileSync } from 'node:fs';
-import { resolve as resolvePath, dirname } from 'node:path';
+import { resolve as resolvePath, dirname, join } from 'node:path';
 import { parseSize } from '@pmi/core';
 import { runOnChannel, type RunResult } from './channel.js';
 import { buildInitramfs, WORKLOAD } from './initramfs.js';
@@ -18,7 +18,16 @@ import {
   writeState,
   type LabVmState,
 } from './state.js';
-import { KALLSYMS_SCRIPT, parseTruth, TRUTH_SCRIPT, type GroundTruth } from './truth.js';
+import {
+  KALLSYMS_SCRIPT,
+  parseThreadsOutput,
+  parseTruth,
+  THREADS_SCRIPT,
+  TRUTH_SCRIPT,
+  type GroundTruth,
+  type ThreadListing,
+} from './truth.js';
+import { joinVcpuViews, parseInfoRegisters, parseQemuCpuNotes, type VcpuEntry, type VcpuListing } from './vcpus.js';
 import {
   execChecked,
   formatBytes,
@@ -230,6 +239,24 @@ export class LabVm {
     return truth;
   }
 
+  /**
+   * Every thread of every process now (the truth's `threads`, by the same script and parser):
+   * `{collected_at, threads}`.
+   */
+  async threadsNow(opts: { timeoutMs?: number } = {}): Promise<ThreadListing> {
+    const collectedAt = new Date().toISOString();
+    const r = await this.run(THREADS_SCRIPT, { timeoutMs: opts.timeoutMs ?? 120_000, guestTimeout: false });
+    const threads = parseThreadsOutput(r.stdout);
+    if (!threads.some((t) => t.pid === 1)) {
+      throw labError(`incomplete thread listing from ${this.name}: ${r.stderr.slice(-500)}`, {
+        name: this.name,
+        exit_code: r.exitCode,
+        threads: threads.length,
+      });
+    }
+    return { collected_at: collectedAt, threads };
+  }
+
   async writeTruth(truth: GroundTruth): Promise<void> {
     const tmp = `${this.state.truth_path}.tmp-${process.pid}-${randomTag()}`;
     await fsp.writeFile(tmp, JSON.stringify(truth) + '\n');
@@ -266,27 +293,60 @@ export class LabVm {
   }
 
   /**
+   * QEMU's view of each vCPU now: `info registers -a` joined with the CPU state notes of a
+   * one-page `dump-guest-memory` ELF (for KernelGSbase, which the register dump lacks); see
+   * vcpus.ts. Consistent only while the guest is paused (snapshot() reads it in its pause).
+   */
+  async readVcpus(timeoutMs = 30_000): Promise<VcpuEntry[]> {
+    const elf = join(dirname(this.state.truth_path), `${this.name}.vcpus-${process.pid}-${randomTag()}.elf`);
+    const c = await QmpClient.connect(this.state.qmp_socket, timeoutMs);
+    try {
+      const text = await c.execute<string>('human-monitor-command', { 'command-line': 'info registers -a' }, timeoutMs);
+      // paging=false + begin/length: just the ELF notes and one page of low RAM, written synchronously
+      await c.execute(
+        'dump-guest-memory',
+        { paging: false, protocol: `file:${elf}`, begin: 0, length: 4096 },
+        timeoutMs,
+      );
+      return joinVcpuViews(parseInfoRegisters(text), parseQemuCpuNotes(await fsp.readFile(elf)));
+    } catch (e) {
+      if ((e as { code?: string }).code === 'E_LAB') throw e;
+      throw labError(`cannot read the vCPU registers of ${this.name}: ${(e as Error).message}`, { name: this.name }, e);
+    } finally {
+      c.close();
+      await rmQuiet(elf);
+    }
+  }
+
+  /**
    * Copy the RAM file (sparse) to path, pausing the guest around the copy so the image is
-   * consistent (it is resumed only if it was running before).
+   * consistent (it is resumed only if it was running before). In the same pause, QEMU's view of
+   * each vCPU (readVcpus) is written to `<path>.vcpus.json` ({collected_at, vcpus}).
    */
   async snapshot(
     path: string,
     opts: { timeoutMs?: number } = {},
-  ): Promise<{ path: string; bytes: number; ms: number }> {
+  ): Promise<{ path: string; bytes: number; ms: number; vcpus_path: string }> {
     const out = resolvePath(path);
+    const vcpusPath = `${out}.vcpus.json`;
     await fsp.mkdir(dirname(out), { recursive: true });
     const t0 = Date.now();
     const wasRunning = (await this.runState()) === 'running';
     if (wasRunning) await this.pause();
+    let listing: VcpuListing;
     try {
+      listing = { collected_at: new Date().toISOString(), vcpus: await this.readVcpus() };
       await execChecked('cp', ['--sparse=always', this.state.ram_path, out], {
         timeoutMs: opts.timeoutMs ?? 300_000,
       });
     } finally {
       if (wasRunning) await this.resume();
     }
+    const tmp = `${vcpusPath}.tmp-${process.pid}-${randomTag()}`;
+    await fsp.writeFile(tmp, JSON.stringify(listing, null, 2) + '\n');
+    await fsp.rename(tmp, vcpusPath);
     const st = await fsp.stat(out);
-    return { path: out, bytes: st.size, ms: Date.now() - t0 };
+    return { path: out, bytes: st.size, ms: Date.now() - t0, vcpus_path: vcpusPath };
   }
 
   /** QMP dump-guest-memory (paging=false) into an ELF core at path; waits for completion. */

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
@@ -7,7 +7,8 @@ import { parseMatrix, type LabTarget } from './targets.js';
 
 /**
  * Boots the kernel × paging matrix once per `vitest run --project lab` (at most two at a time:
- * the machine has two cores), records ground truth, snapshots each guest's RAM, and provides
+ * the machine has two cores), records ground truth, snapshots each guest's RAM (with QEMU's view
+ * of the vCPUs in the same pause), lists the threads again right after it, and provides
  * the targets to every test file. Teardown stops them all; the library's exit/signal handlers
  * kill them too if the run is interrupted.
  */
@@ -44,7 +45,13 @@ export default async function setup(project: TestProject): Promise<() => Promise
         const truth = await vm.recordedTruth();
         const snapshot_path = join(snapDir, `${name}.ram`);
         const snap = await vm.snapshot(snapshot_path);
-        process.stderr.write(`[lab] ${name}: snapshot ${snap.bytes} bytes in ${snap.ms} ms\n`);
+        // the threads again right after the snapshot (workqueue workers rename with each work item)
+        const after = await vm.threadsNow();
+        const threads_after_path = join(snapDir, `${name}.threads-after.json`);
+        writeFileSync(threads_after_path, JSON.stringify(after) + '\n');
+        process.stderr.write(
+          `[lab] ${name}: snapshot ${snap.bytes} bytes in ${snap.ms} ms; ${after.threads.length} threads after it\n`,
+        );
         targets[i] = {
           id: `${kernel}:${paging}${smp > 1 ? `:smp${smp}` : ''}`,
           kernel,
@@ -58,6 +65,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
           ram_path: vm.state.ram_path,
           memory_bytes: vm.state.memory_bytes,
           snapshot_path,
+          vcpus_path: snap.vcpus_path,
+          threads_after_path,
           truth_path: vm.state.truth_path,
           state_path: statePath(name),
           release: vm.state.release,

@@ -1,7 +1,17 @@
 import { readFileSync, statSync } from 'node:fs';
 import { describe, expect, inject, it } from 'vitest';
 import { isPmiError } from '@pmi/core';
-import { labSourceUri, listLabVms, openLabVm, resolveKernel, WORKLOAD, type GroundTruth } from '@pmi/lab';
+import {
+  labSourceUri,
+  listLabVms,
+  openLabVm,
+  resolveKernel,
+  WORKLOAD,
+  type GroundTruth,
+  type ThreadEntry,
+  type ThreadListing,
+  type VcpuListing,
+} from '@pmi/lab';
 import { EXPECTED_RELEASE, type LabTarget } from './targets.js';
 
 const targets = inject('labTargets');
@@ -9,6 +19,25 @@ const KERNEL_HALF = 0xffff800000000000n;
 
 function recorded(t: LabTarget): GroundTruth {
   return JSON.parse(readFileSync(t.truth_path, 'utf8')) as GroundTruth;
+}
+
+/** Lowest kernel-half address: 4-level 0xffff800000000000, 5-level (57-bit) 0xff00000000000000. */
+const kernelHalf = (paging: 4 | 5): bigint => (paging === 5 ? 0xff00000000000000n : KERNEL_HALF);
+const HEX = /^0x(0|[1-9a-f][0-9a-f]*)$/;
+
+/** The pmi-threads process's rows of a thread listing: exactly its main thread and the three named workers. */
+function expectThreadWorkload(threads: readonly ThreadEntry[]): ThreadEntry[] {
+  const main = threads.filter((x) => x.comm === WORKLOAD.threads.comm);
+  expect(main, 'one pmi-threads main thread').toHaveLength(1);
+  expect(main[0].tid).toBe(main[0].pid);
+  const mine = threads.filter((x) => x.pid === main[0].pid);
+  expect(mine).toHaveLength(1 + WORKLOAD.threads.threadNames.length);
+  expect(new Set(mine.map((x) => x.tid)).size).toBe(mine.length);
+  const workers = mine.filter((x) => x.tid !== x.pid);
+  expect(workers.map((x) => x.comm).sort()).toEqual([...WORKLOAD.threads.threadNames]);
+  // no other process has threads of that name
+  expect(threads.filter((x) => x.comm.startsWith('pmi-worker-') && x.pid !== main[0].pid)).toEqual([]);
+  return mine;
 }
 
 function sym(truth: GroundTruth, name: string): bigint {
@@ -73,6 +102,89 @@ describe.each(targets.map((t) => [t.id, t] as const))('lab target %s', (_id, tar
     expect(t.ps.some((p) => p.pid === t.collector_pid)).toBe(false);
   });
 
+  it('threads: pmi-threads has exactly its four named threads, before (truth) and after the snapshot', async () => {
+    const t = recorded(target);
+    const before = expectThreadWorkload(t.threads);
+    const p = t.ps.find((x) => x.pid === before[0].pid);
+    expect(p).toMatchObject({ comm: WORKLOAD.threads.comm, args: '/pmi/bin/pmi-threads', kernel_thread: false });
+    // every lasting process of ps has its leader row with the same comm (ps was listed just before the
+    // threads: a kworker may have renamed itself and a pmi-sleeper's `sleep 7` ended in between)
+    for (const q of t.ps.filter((x) => !x.comm.startsWith('kworker/') && x.comm !== 'sleep')) {
+      expect(t.threads.find((x) => x.pid === q.pid && x.tid === q.pid)?.comm, `pid ${q.pid}`).toBe(q.comm);
+    }
+    expect(t.threads.find((x) => x.tid === 2)).toEqual({ pid: 2, tid: 2, comm: 'kthreadd' });
+    expect(t.threads.some((x) => x.comm.startsWith('kworker/'))).toBe(true);
+    expect(t.threads.some((x) => x.pid === t.collector_pid)).toBe(false);
+    // the listing right after the snapshot: the same process, the same threads
+    const after = JSON.parse(readFileSync(target.threads_after_path, 'utf8')) as ThreadListing;
+    expect(Date.parse(after.collected_at)).toBeGreaterThan(Date.parse(t.collected_at));
+    expect(expectThreadWorkload(after.threads)).toEqual(before);
+    // and the guest's task directory right now lists exactly those threads
+    const r = await openLabVm(target.name).run(`ls /proc/${before[0].pid}/task | sort -n`);
+    expect(r.stdout.trim().split('\n').map(Number)).toEqual(before.map((x) => x.tid).sort((a, b) => a - b));
+  });
+
+  it('vcpus.json: QEMU registers of the snapshot pause, one row per vCPU, per-CPU bases as the guest laid them out', async () => {
+    const v = JSON.parse(readFileSync(target.vcpus_path, 'utf8')) as VcpuListing;
+    expect(target.vcpus_path).toBe(`${target.snapshot_path}.vcpus.json`);
+    const t = recorded(target);
+    const after = JSON.parse(readFileSync(target.threads_after_path, 'utf8')) as ThreadListing;
+    expect(Date.parse(v.collected_at)).toBeGreaterThan(Date.parse(t.collected_at));
+    expect(Date.parse(v.collected_at)).toBeLessThanOrEqual(Date.parse(after.collected_at));
+    expect(v.vcpus.map((c) => c.cpu)).toEqual([...Array(target.smp).keys()]);
+    const half = kernelHalf(target.paging);
+    const bases: bigint[] = [];
+    for (const c of v.vcpus) {
+      expect(Object.keys(c).sort()).toEqual(['cpl', 'cpu', 'gs_base', 'halted', 'kernel_gs_base', 'rip', 'rsp']);
+      for (const a of [c.gs_base, c.kernel_gs_base, c.rip, c.rsp]) expect(a).toMatch(HEX);
+      expect(typeof c.halted).toBe('boolean');
+      expect([0, 3]).toContain(c.cpl);
+      // cpl 0: GS is the per-CPU base and RIP is kernel code; cpl 3: the kernel's GS base waits in KernelGSbase
+      const base = BigInt(c.cpl === 0 ? c.gs_base : c.kernel_gs_base);
+      expect(base, `CPU ${c.cpu} per-CPU base`).toBeGreaterThanOrEqual(half);
+      if (c.cpl === 0) expect(BigInt(c.rip)).toBeGreaterThanOrEqual(half);
+      else expect(BigInt(c.rip)).toBeLessThan(0x0000800000000000n);
+      if (c.halted) expect(c.cpl).toBe(0);
+      bases.push(base);
+    }
+    expect(new Set(bases).size).toBe(bases.length);
+    // The guest's own account of its per-CPU layout (mm/percpu.c at boot): unit size and the cpu → unit
+    // map of each group. With one group, CPU n's base is the first unit's plus unit(n) × unit size.
+    const r = await openLabVm(target.name).run('dmesg | grep "pcpu-alloc: "');
+    const lines = r.stdout.split('\n').filter((l) => l.includes('pcpu-alloc: '));
+    const unitMatch = / u(\d+) alloc=/.exec(lines.join('\n'));
+    expect(unitMatch, r.stdout).not.toBeNull();
+    const unitSize = BigInt(unitMatch![1]);
+    // "pcpu-alloc: [0] 0 1": the units in order, a group number before each group's first unit
+    const words = lines
+      .filter((l) => !l.includes(' alloc='))
+      .flatMap((l) =>
+        l
+          .slice(l.indexOf('pcpu-alloc: ') + 12)
+          .trim()
+          .split(/\s+/),
+      );
+    expect(
+      words.filter((w) => /^\[\d+\]$/.test(w)),
+      r.stdout,
+    ).toHaveLength(1);
+    const units = words.filter((w) => !/^\[\d+\]$/.test(w));
+    for (const c of v.vcpus) {
+      const unit = units.indexOf(String(c.cpu));
+      expect(unit, `CPU ${c.cpu} in ${units.join(' ')}`).toBeGreaterThanOrEqual(0);
+      expect(bases[c.cpu] - bases[0], `CPU ${c.cpu}`).toBe(BigInt(unit - units.indexOf('0')) * unitSize);
+    }
+  });
+
+  it('btf_vmlinux_sha256: the hash of /sys/kernel/btf/vmlinux', async () => {
+    const t = recorded(target);
+    expect(t.btf_vmlinux_sha256).toMatch(/^[0-9a-f]{64}$/);
+    const r = await openLabVm(target.name).run('wc -c < /sys/kernel/btf/vmlinux; sha256sum < /sys/kernel/btf/vmlinux');
+    const [size, sum] = r.stdout.trim().split('\n');
+    expect(Number(size)).toBeGreaterThan(1 << 20);
+    expect(sum.split(/\s+/)[0]).toBe(t.btf_vmlinux_sha256);
+  });
+
   it('the holder process really holds the marker file open', async () => {
     const vm = openLabVm(target.name);
     const t = recorded(target);
@@ -120,7 +232,8 @@ describe.each(targets.map((t) => [t.id, t] as const))('lab target %s', (_id, tar
     for (const e of [...t.net_udp, ...t.net_udp6, ...other!.net_udp]) expect(e.inode).toBeGreaterThan(0);
     // 6.2+: the namespace has a UDP hash table of its own (udp_child_hash_entries; shared shows as -N)
     const h = await vm.run(`nsenter -n -t ${inNetns.pid} cat /proc/sys/net/ipv4/udp_hash_entries 2>/dev/null; true`);
-    expect(h.stdout.trim()).toBe(t.uname_r.startsWith('6.1.') ? '' : '128');
+    const [major, minor] = t.uname_r.split('.').map(Number);
+    expect(h.stdout.trim()).toBe(major > 6 || (major === 6 && minor >= 2) ? '128' : '');
   });
 
   it('modules: the workload modules are live at kernel-half addresses, with their symbols', () => {
@@ -233,5 +346,18 @@ describe.each(targets.map((t) => [t.id, t] as const))('lab target %s', (_id, tar
     const t = recorded(target);
     const ram = readFileSync(target.snapshot_path);
     expect(ram.indexOf(Buffer.from(t.version.slice(0, 40), 'latin1'))).toBeGreaterThan(0);
+  });
+});
+
+describe('ground truth across targets', () => {
+  it('targets booting the same kernel record the same BTF hash, different kernels different ones', () => {
+    const byKernel = new Map<string, Set<string>>();
+    for (const t of targets) {
+      const h = recorded(t).btf_vmlinux_sha256;
+      byKernel.set(t.kernel, (byKernel.get(t.kernel) ?? new Set()).add(h));
+    }
+    for (const [k, hashes] of byKernel) expect(hashes.size, k).toBe(1);
+    const all = [...byKernel.values()].map((h) => [...h][0]);
+    expect(new Set(all).size).toBe(all.length);
   });
 });

@@ -20,6 +20,16 @@ export interface LabTarget {
   memory_bytes: number;
   /** A sparse copy of guest RAM taken (paused) right after boot + truth. */
   snapshot_path: string;
+  /**
+   * `<snapshot_path>.vcpus.json`: QEMU's view of each vCPU, read in the snapshot's pause —
+   * `{collected_at, vcpus: [{cpu, gs_base, kernel_gs_base, rip, rsp, cpl, halted}]}` (lab/src/vcpus.ts).
+   */
+  vcpus_path: string;
+  /**
+   * The thread listing taken again right after the snapshot (the truth's is from before it; a
+   * kworker's name changes with its work item): `{collected_at, threads: ThreadEntry[]}`.
+   */
+  threads_after_path: string;
   truth_path: string;
   state_path: string;
   release: string;
