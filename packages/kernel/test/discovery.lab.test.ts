@@ -55,6 +55,12 @@ describe.each(targets.map((t) => [t.id, t] as const))('discovery on %s', (_id, t
     const snapshot = await openSource('raw:' + target.snapshot_path);
     try {
       fromSnapshot = await discoverKernel(snapshot);
+      // How each stage found its facts on this kernel (the closing notes quote these lines).
+      process.stderr.write(
+        `[discovery] ${target.id} ${fromSnapshot.facts.release}: ` +
+          fromSnapshot.facts.steps.map((st) => `${st.stage} ${st.ms} ms: ${st.method}`).join(' | ') +
+          '\n',
+      );
       await checkAgainstTruth(fromSnapshot);
     } finally {
       await snapshot.close();
