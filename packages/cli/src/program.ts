@@ -12,6 +12,7 @@ import { adapterCommand } from './commands/adapter.js';
 import { registerProcessCommands } from './commands/processes.js';
 import { registerKernelViewCommands } from './commands/kernel-views.js';
 import { registerNetCommands } from './commands/net.js';
+import { registerCpuCommands } from './commands/cpus.js';
 
 /** Commander argument parser adapter: our typed E_USAGE errors become commander usage errors (exit 2). */
 function arg<T>(parse: (text: string) => T): (text: string) => T {
@@ -170,6 +171,7 @@ export function buildProgram(
   registerKernelViewCommands(program, run);
   registerNetCommands(program, run);
   registerProcessCommands(program, run);
+  registerCpuCommands(program, run);
   return program;
 }
 

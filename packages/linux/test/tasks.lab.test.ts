@@ -13,7 +13,7 @@ import { openSource, type PhysicalMemory } from '@pmi/core';
 import '@pmi/sources';
 import { discoverKernel, KernelObjects, type DiscoveredKernel, type DiscoveryHints } from '@pmi/kernel';
 import { startAdapter } from '@pmi/nettlp';
-import { openLabVm, WORKLOAD, type GroundTruth } from '@pmi/lab';
+import { openLabVm, WORKLOAD, type GroundTruth, type ThreadListing } from '@pmi/lab';
 import {
   findTask,
   listMaps,
@@ -38,14 +38,32 @@ async function discover(
   return { mem, d, k: KernelObjects.from(d) };
 }
 
-/** task->comm is 15 bytes; /proc shows a kworker's current workqueue after '-'. */
-function commMatches(mine: string, truth: string, kthread: boolean): boolean {
-  return (
-    mine === truth ||
-    (kthread &&
-      truth.startsWith(mine) &&
-      (mine.length === 15 || truth[mine.length] === '-' || truth[mine.length] === '+'))
-  );
+/** A kworker's /proc name: its id, then `-desc`/`+desc` (the workqueue of its last/current work item). */
+function kworkerParts(name: string): { id: string; desc: string } | undefined {
+  const m = /^(kworker\/(?:R-.*|[^-+]*))(?:([-+])(.*))?$/.exec(name);
+  if (!m || name.startsWith('kworker/R-')) return name.startsWith('kworker/') ? { id: name, desc: '' } : undefined;
+  return { id: m[1], desc: m[3] ?? '' };
+}
+
+/**
+ * Names as /proc shows them are compared exactly; a kworker's workqueue changes with each work item,
+ * so one that ran another item between the listing and the snapshot matches when its id is the
+ * same and its workqueue is one the kernel has (`wqNames`).
+ */
+function commMatches(mine: string, truth: string, wqNames?: ReadonlySet<string>): 'exact' | 'kworker' | false {
+  if (mine === truth) return 'exact';
+  const a = kworkerParts(mine);
+  const b = kworkerParts(truth);
+  if (!a || !b || a.id !== b.id) return false;
+  return a.desc === '' || !wqNames || wqNames.has(a.desc) ? 'kworker' : false;
+}
+
+/** Names of every workqueue (the kernel's `workqueues` list), to tell a real workqueue name from garbage. */
+async function workqueueNames(k: KernelObjects): Promise<Set<string>> {
+  const W = k.layout('workqueue_struct', ['list', 'name']);
+  const r = await k.collectList(k.symbol('workqueues'), W, 'list', { max: 10_000, name: 'workqueues' });
+  expect(r.error).toBeUndefined();
+  return new Set(r.items.map((w) => w.str('name')));
 }
 
 describe.each(targets.map((t) => [t.id, t] as const))('processes, lab target %s', (_id, target) => {
@@ -96,7 +114,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('processes, lab target %s'
         m.uid === p.uid &&
         m.gid === p.gid &&
         m.kthread === p.kernel_thread &&
-        commMatches(m.comm, p.comm, p.kernel_thread) &&
+        commMatches(m.comm, p.comm) !== false &&
         (p.kernel_thread ? m.cmdline === '' : m.cmdline === p.args) &&
         'RSDTtXZPI'.includes(m.state) &&
         m.state.length === 1;
@@ -121,11 +139,82 @@ describe.each(targets.map((t) => [t.id, t] as const))('processes, lab target %s'
     const startYear = new Date(Number(r.bootTime!.epochNs / 1_000_000n)).getUTCFullYear();
     expect(startYear).toBeGreaterThanOrEqual(2020);
     expect(r.rows.every((x) => x.start_time >= 0 && x.start_time < 86400)).toBe(true);
-    // threads mode: every process appears, single-threaded guest → same pids
-    const th = await listTasks(snap.d, { threads: true, cmdline: false });
-    expect(th.partial).toBe(false);
-    expect(th.rows.map((x) => x.pid).sort()).toEqual(r.rows.map((x) => x.pid).sort());
-    expect(th.rows.every((x) => x.tgid === x.pid)).toBe(true);
+  });
+
+  it("ps --threads (the CLI): every thread — tid, tgid, comm as /proc shows it — equals the guest's /proc", async () => {
+    const t = target as typeof target & { threads_after_path?: string };
+    expect(truth.threads, 'the lab records every thread (GroundTruth.threads)').toBeDefined();
+    expect(t.threads_after_path, 'the lab lists the threads after the snapshot').toBeTruthy();
+    const after = (JSON.parse(readFileSync(t.threads_after_path!, 'utf8')) as ThreadListing).threads;
+    const run = await promisify(execFile)(
+      process.execPath,
+      [CLI, '--source', 'raw:' + target.snapshot_path, '--json', 'ps', '--threads'],
+      { timeout: 120_000, maxBuffer: 64 << 20 },
+    );
+    const doc = JSON.parse(run.stdout) as {
+      rows: (TaskRow & { tgid: number })[];
+      warnings: string[];
+    };
+    expect(doc.warnings).toEqual([]);
+    const wq = await workqueueNames(snap.k);
+    // processes that come and go: children of the workload loops and of the command loop, the collector's
+    const loops = new Set(
+      truth.ps.filter((p) => p.comm.startsWith('pmi-') || p.comm === 'cmdloop.sh').map((p) => p.pid),
+    );
+    const ppidOf = new Map(truth.ps.map((p) => [p.pid, p.ppid]));
+    const churn = (pid: number, ppid: number | undefined) =>
+      ppid === undefined || loops.has(ppid) || pid === truth.collector_pid || ppid === truth.collector_pid;
+    const mine = doc.rows.filter((x) => !churn(x.tgid, x.ppid));
+    const theirs = truth.threads.filter((x) => !churn(x.pid, ppidOf.get(x.pid)));
+    const afterBy = new Map(after.map((x) => [x.tid, x]));
+    const mineBy = new Map(mine.map((x) => [x.pid, x]));
+    const theirBy = new Map(theirs.map((x) => [x.tid, x]));
+    const problems: string[] = [];
+    const fuzzy: string[] = [];
+    let kworkersExact = 0;
+    for (const x of theirs) {
+      const m = mineBy.get(x.tid);
+      if (!m) {
+        // a kworker that exited between the listing and the snapshot is gone from the after listing too
+        if (!(x.comm.startsWith('kworker/') && !afterBy.has(x.tid))) problems.push(`missing ${JSON.stringify(x)}`);
+        continue;
+      }
+      const a = afterBy.get(x.tid);
+      const how =
+        commMatches(m.comm, x.comm) || (a ? commMatches(m.comm, a.comm, wq) : false) || commMatches(m.comm, x.comm, wq);
+      if (m.tgid !== x.pid || !how)
+        problems.push(`truth ${JSON.stringify(x)} after ${a?.comm} | pmi tgid ${m.tgid} '${m.comm}'`);
+      if (how === 'kworker') fuzzy.push(`${x.tid}: ${x.comm} / ${a?.comm ?? '-'} → ${m.comm}`);
+      if (how === 'exact' && kworkerParts(m.comm)?.desc) kworkersExact++;
+      // the raw name is the kernel's task->comm, the start of what /proc shows
+      if (!m.comm.startsWith(m.task_comm) && m.comm !== 'kworker/dying')
+        problems.push(`task_comm '${m.task_comm}' vs '${m.comm}'`);
+      if (!m.kthread && m.comm !== m.task_comm) problems.push(`user thread ${m.pid}: '${m.comm}' vs '${m.task_comm}'`);
+    }
+    for (const m of mine) {
+      if (theirBy.has(m.pid)) continue;
+      const a = afterBy.get(m.pid);
+      // born between the listing and the snapshot: a kworker the after listing shows
+      if (!(a && m.comm.startsWith('kworker/') && a.pid === m.tgid)) problems.push(`extra tid ${m.pid} '${m.comm}'`);
+    }
+    process.stderr.write(
+      `[tasks] ${target.id}: ps --threads ${doc.rows.length} threads (truth ${truth.threads.length}, after ${after.length}); ` +
+        `kworkers named exactly ${kworkersExact}, after another work item ${fuzzy.length}${fuzzy.length ? ` [${fuzzy.join('; ')}]` : ''}\n`,
+    );
+    expect(problems).toEqual([]);
+    // most kworkers with a workqueue are caught as /proc named them (a wrong worker read cannot pass)
+    expect(kworkersExact).toBeGreaterThanOrEqual(fuzzy.length);
+    expect(kworkersExact).toBeGreaterThan(0);
+    // the threaded workload: exactly its four threads, named
+    const wl = truth.threads.filter((x) => x.pid === truth.threads.find((y) => y.comm === WORKLOAD.threads.comm)?.pid);
+    expect(wl.map((x) => x.comm).sort()).toEqual([WORKLOAD.threads.comm, ...WORKLOAD.threads.threadNames].sort());
+    const mwl = doc.rows.filter((x) => x.tgid === wl[0].pid);
+    expect(mwl.map((x) => [x.pid, x.tgid, x.comm])).toEqual(wl.map((x) => [x.tid, x.pid, x.comm]));
+    expect(mwl[0].pid).toBe(wl[0].pid); // the leader first
+    expect(doc.rows.find((x) => x.pid === wl[0].pid)?.threads).toBe(4);
+    // the library gives the same threads
+    const lib = await listTasks(snap.d, { threads: true, cmdline: false });
+    expect(lib.rows.map((x) => [x.pid, x.tgid, x.comm])).toEqual(doc.rows.map((x) => [x.pid, x.tgid, x.comm]));
   });
 
   it('ps over nettlp:// (adapter serving the snapshot) equals ps over raw:', async () => {

@@ -21,7 +21,20 @@ function pidArg(t: string): number {
   }
 }
 
-const PS_FIELDS = ['pid', 'ppid', 'uid', 'gid', 'comm', 'cmdline', 'kthread', 'state', 'start_time', 'threads', 'task'];
+const PS_FIELDS = [
+  'pid',
+  'ppid',
+  'uid',
+  'gid',
+  'comm',
+  'task_comm',
+  'cmdline',
+  'kthread',
+  'state',
+  'start_time',
+  'threads',
+  'task',
+];
 
 /** The JSON row of `pmi ps`: exactly the documented fields (+ tgid with --threads). */
 function psRow(r: TaskRow, threads: boolean): Record<string, unknown> {

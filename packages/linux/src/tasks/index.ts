@@ -3,3 +3,4 @@ export * from './tasks.js';
 export * from './state.js';
 export * from './boottime.js';
 export * from './prefetch.js';
+export * from './proc-comm.js';

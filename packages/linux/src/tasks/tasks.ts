@@ -3,8 +3,12 @@
  *
  * Processes: `init_task.tasks` links every thread-group leader (init_task itself, pid 0, is the
  * head and not listed — like ps). Threads: each leader's `signal->thread_head` list, linked
- * through `task->thread_node`. Every walk is bounded (cycle/length/unreadable → partial rows and
- * an E_LIST error). Objects are read in chunks with one batched readStructs (plus one batch per
+ * through `task->thread_node` (3.14+; the only thread list from 6.7, when `thread_group` went away),
+ * else — a kernel without it — the leader's `thread_group` ring (the leader is part of it). Which
+ * one is decided by the task_struct/signal_struct members BTF has. Every walk is bounded
+ * (cycle/length/unreadable → partial rows and an E_LIST error). Names (`comm`) are as /proc shows
+ * them (kworkers with their workqueue, kernel threads' full names: proc-comm.ts); `task_comm` is
+ * the raw task->comm. Objects are read in chunks with one batched readStructs (plus one batch per
  * pointer level: real_parent, cred, mm, signal); command lines of a whole chunk are read through
  * each process's own page tables in one concurrent round.
  */
@@ -14,6 +18,7 @@ import { nulSeparated, ProcessSpaces, readProcessBatch, type ProcessRead } from 
 import { findBootTime, type BootTime } from './boottime.js';
 import { taskStateLetter } from './state.js';
 import { prefetchLeaders, walkPrefetched } from './prefetch.js';
+import { procComms } from './proc-comm.js';
 
 /** PF_KTHREAD (include/linux/sched.h; stable since 2.6). */
 export const PF_KTHREAD = 0x00200000;
@@ -28,7 +33,10 @@ export interface TaskRow {
   ppid: number;
   uid: number;
   gid: number;
+  /** The name as /proc/PID/comm shows it (kworker/0:1-events; a kernel thread's full name). */
   comm: string;
+  /** task->comm as stored (16 bytes, NUL included). */
+  task_comm: string;
   /** argv joined by spaces, from mm->arg_start..arg_end in the process's memory; '' without mm. */
   cmdline: string;
   kthread: boolean;
@@ -49,6 +57,8 @@ export interface ListTasksOptions {
   threads?: boolean;
   /** Read command lines (default true). */
   cmdline?: boolean;
+  /** Names as /proc shows them (kworker workqueues, kthread full names; default true), else task->comm. */
+  procComm?: boolean;
   /** Most bytes of a command line (default 128 KiB). */
   cmdlineMax?: number;
   /** Most tasks in the process list (default 1,000,000) and threads per process (default 100,000). */
@@ -93,7 +103,10 @@ const BASE_FIELDS = [
   'comm',
   'tasks',
   'tasks.next',
-  'thread_node',
+  'thread_node?',
+  'thread_group?',
+  'worker_private?',
+  'set_child_tid?',
   'flags',
   '__state?',
   'state?',
@@ -112,7 +125,7 @@ const BASE_FIELDS = [
   'mm.env_end',
   'signal',
   'signal.nr_threads',
-  'signal.thread_head',
+  'signal.thread_head?',
 ];
 
 /**
@@ -154,6 +167,7 @@ export async function* walkTasks(kl: KernelLike, opts: WalkTasksOptions = {}): A
   const k = kernelObjects(kl);
   const T = taskLayout(k, opts.fields);
   const chunk = Math.max(1, opts.chunk ?? 512);
+  const threadList = opts.threads ? threadListOf(T) : undefined;
   let batch: StructView[] = [];
   const walkOpts = { max: opts.max, chunk, signal: opts.signal, name: 'init_task.tasks' };
   let cache: Map<bigint, StructView> | undefined;
@@ -172,18 +186,30 @@ export async function* walkTasks(kl: KernelLike, opts: WalkTasksOptions = {}): A
     for await (const t of walk) {
       if (!opts.threads) {
         batch.push(t);
-      } else if (!t.reached('signal.thread_head')) {
-        batch.push(t); // no signal_struct (should not happen): the leader alone
+      } else if (threadList === 'thread_head') {
+        if (!t.reached('signal.thread_head')) {
+          batch.push(t); // no signal_struct (should not happen): the leader alone
+        } else {
+          const r = await k.collectList(t.addressOf('signal.thread_head'), T, 'thread_node', {
+            max: opts.maxThreads ?? 100_000,
+            chunk,
+            signal: opts.signal,
+            name: `pid ${t.num('pid')} signal.thread_head`,
+          });
+          if (r.items.length === 0) batch.push(t);
+          else batch.push(...r.items);
+          if (r.error) opts.onThreadListError?.(r.error, t);
+        }
       } else {
-        const head = t.addressOf('signal.thread_head');
-        const r = await k.collectList(head, T, 'thread_node', {
+        // the thread_group ring: the leader is a member, so the walk from it yields the others
+        batch.push(t);
+        const r = await k.collectList(t.addressOf('thread_group'), T, 'thread_group', {
           max: opts.maxThreads ?? 100_000,
           chunk,
           signal: opts.signal,
-          name: `pid ${t.num('pid')} signal.thread_head`,
+          name: `pid ${t.num('pid')} thread_group`,
         });
-        if (r.items.length === 0) batch.push(t);
-        else batch.push(...r.items);
+        batch.push(...r.items);
         if (r.error) opts.onThreadListError?.(r.error, t);
       }
       if (batch.length >= chunk) {
@@ -198,6 +224,21 @@ export async function* walkTasks(kl: KernelLike, opts: WalkTasksOptions = {}): A
   if (failure !== undefined) throw failure;
 }
 
+/**
+ * How threads are linked in this kernel: `signal->thread_head` + `task->thread_node` (3.14+, the
+ * only list from 6.7) or the `thread_group` ring (before 3.14; also in kernels that have both).
+ */
+export function threadListOf(T: Layout): 'thread_head' | 'thread_group' {
+  if (T.has('signal.thread_head') && T.has('thread_node')) return 'thread_head';
+  if (T.has('thread_group')) return 'thread_group';
+  throw new PmiError(
+    'E_NOT_FOUND',
+    'linux/tasks',
+    'no thread list in this kernel: task_struct has neither thread_node (+ signal_struct.thread_head) nor thread_group',
+    { struct: 'task_struct', tried: ['signal.thread_head + thread_node', 'thread_group'] },
+  );
+}
+
 function hex(v: bigint): string {
   return '0x' + BigInt.asUintN(64, v).toString(16);
 }
@@ -207,7 +248,12 @@ export async function taskRows(
   k: KernelObjects,
   views: readonly StructView[],
   spaces: ProcessSpaces,
-  opts: { cmdline?: boolean; cmdlineMax?: number; warnings?: { push(message: string): unknown } } = {},
+  opts: {
+    cmdline?: boolean;
+    cmdlineMax?: number;
+    procComm?: boolean;
+    warnings?: { push(message: string): unknown };
+  } = {},
 ): Promise<TaskRow[]> {
   const T = views[0]?.layout;
   if (!T) return [];
@@ -228,16 +274,19 @@ export async function taskRows(
     argEnd: T.field('mm.arg_end'),
     nrThreads: T.field('signal.nr_threads'),
   };
-  const rows: TaskRow[] = views.map((t) => {
+  const names = opts.procComm === false ? undefined : await procComms(k, views, opts.warnings);
+  const rows: TaskRow[] = views.map((t, i) => {
     const flags = t.num(F.flags);
     const start = BigInt(t.int(F.start));
+    const taskComm = t.str(F.comm);
     return {
       pid: t.num(F.pid),
       tgid: t.num(F.tgid),
       ppid: t.reached(F.ppid) ? t.num(F.ppid) : 0,
       uid: t.reached(F.uid) ? t.u32(F.uid) : -1,
       gid: t.reached(F.gid) ? t.u32(F.gid) : -1,
-      comm: t.str(F.comm),
+      comm: names ? names[i] : taskComm,
+      task_comm: taskComm,
       cmdline: '',
       kthread: (flags & PF_KTHREAD) !== 0,
       state: taskStateLetter(t.num(F.state), t.num(F.exit)),
