@@ -18,7 +18,14 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { PhysicalMemory } from '@pmi/core';
 import type { KernelObjects } from '@pmi/kernel';
-import { openLabVm, type GroundTruth, type ThreadEntry } from '@pmi/lab';
+import {
+  openLabVm,
+  type GroundTruth,
+  type ThreadEntry,
+  type ThreadListing,
+  type VcpuEntry,
+  type VcpuListing,
+} from '@pmi/lab';
 import { listCpus, type CpuRow } from '../src/index.js';
 import { openLabKernel } from './lab-kernel.js';
 
@@ -26,16 +33,6 @@ const targets = inject('labTargets').filter((t) => t.smp > 1);
 const CLI = join(import.meta.dirname, '../../cli/bin/pmi.js');
 const scratch = mkdtempSync(join(tmpdir(), 'pmi-cpus-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
-
-interface Vcpu {
-  cpu: number;
-  gs_base: string;
-  kernel_gs_base: string;
-  rip: string;
-  rsp: string;
-  cpl: number;
-  halted: boolean;
-}
 
 const KERNEL_HALF = 0xff00000000000000n; // below every kernel address in 4- and 5-level paging
 
@@ -65,20 +62,16 @@ async function irqStack(k: KernelObjects, cpu: number): Promise<[bigint, bigint]
 }
 
 describe.each(targets.map((t) => [t.id, t] as const))('pmi cpus vs QEMU vCPUs, lab target %s', (_id, target) => {
-  let vcpus: Vcpu[];
+  let vcpus: VcpuEntry[];
   let truth: GroundTruth;
   let after: ThreadEntry[];
   let mem: PhysicalMemory;
   let k: KernelObjects;
 
   beforeAll(async () => {
-    const t = target as typeof target & { vcpus_path?: string; threads_after_path?: string };
-    expect(t.vcpus_path, 'the lab records the vCPUs at the snapshot (LabTarget.vcpus_path)').toBeTruthy();
-    vcpus = (JSON.parse(readFileSync(t.vcpus_path!, 'utf8')) as { vcpus: Vcpu[] }).vcpus;
+    vcpus = (JSON.parse(readFileSync(target.vcpus_path, 'utf8')) as VcpuListing).vcpus;
     truth = JSON.parse(readFileSync(target.truth_path, 'utf8')) as GroundTruth;
-    after = t.threads_after_path
-      ? (JSON.parse(readFileSync(t.threads_after_path, 'utf8')) as { threads: ThreadEntry[] }).threads
-      : [];
+    after = (JSON.parse(readFileSync(target.threads_after_path, 'utf8')) as ThreadListing).threads;
     ({ mem, k } = await openLabKernel('raw:' + target.snapshot_path, target));
   });
   afterAll(async () => {
@@ -91,7 +84,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('pmi cpus vs QEMU vCPUs, l
    */
   async function checkCpus(
     snapshot: string,
-    vc: Vcpu[],
+    vc: VcpuEntry[],
     kk: KernelObjects,
     userTids: ReadonlySet<number>,
   ): Promise<{ rows: CpuRow[]; notes: string[] }> {
@@ -168,7 +161,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('pmi cpus vs QEMU vCPUs, l
     try {
       await vm.run(Array.from({ length: target.smp }, () => spin).join('\n') + '\nsleep 2', { timeoutMs: 60_000 });
       const snap = await vm.snapshot(path);
-      const vc = (JSON.parse(readFileSync(snap.vcpus_path, 'utf8')) as { vcpus: Vcpu[] }).vcpus;
+      const vc = (JSON.parse(readFileSync(snap.vcpus_path, 'utf8')) as VcpuListing).vcpus;
       const busy = await openLabKernel('raw:' + path, target);
       try {
         const { rows } = await checkCpus(path, vc, busy.k, new Set());
