@@ -5,8 +5,10 @@
  *
  * The timekeeper lives in `tk_core` (a static `{seqcount_raw_spinlock_t seq; struct timekeeper
  * timekeeper; …}`, named `struct tk_data` in newer kernels) and is copied into `shadow_timekeeper`
- * on older ones. The offset of `timekeeper` comes from BTF when `tk_data` exists, else it is the
- * size of the seqcount rounded to 8. Each candidate is checked for plausibility (year 2000–2100).
+ * on older ones. From 6.14 `tk_core` is element TIMEKEEPER_CORE (0) of `timekeeper_data[]`, an array of
+ * `struct tk_data` that also holds `shadow_timekeeper`. The offset of `timekeeper` comes from BTF when
+ * `tk_data` exists, else it is the size of the seqcount rounded to 8. Each candidate is checked for
+ * plausibility (year 2000–2100).
  */
 import type { KernelObjects } from '@pmi/kernel';
 
@@ -38,6 +40,20 @@ export async function findBootTime(k: KernelObjects): Promise<BootTime | undefin
     if (k.hasField('tk_data', 'timekeeper')) off = k.btf.fieldOffset('tk_data', 'timekeeper');
     else if (k.hasType('seqcount_raw_spinlock_t')) off = (k.btf.sizeOf('seqcount_raw_spinlock_t') + 7) & ~7;
     if (off !== undefined) candidates.push({ va: tkCore + BigInt(off), source: 'tk_core.timekeeper' });
+  }
+  const data = sym('timekeeper_data');
+  if (data !== undefined && k.hasField('tk_data', 'timekeeper')) {
+    const core = k.btf.enumerator('TIMEKEEPER_CORE');
+    const at = data + BigInt(Number(core?.value ?? 0) * k.btf.sizeOf('tk_data'));
+    candidates.push({
+      va: at + BigInt(k.btf.fieldOffset('tk_data', 'timekeeper')),
+      source: 'timekeeper_data[TIMEKEEPER_CORE].timekeeper',
+    });
+    if (k.hasField('tk_data', 'shadow_timekeeper'))
+      candidates.push({
+        va: at + BigInt(k.btf.fieldOffset('tk_data', 'shadow_timekeeper')),
+        source: 'timekeeper_data[TIMEKEEPER_CORE].shadow_timekeeper',
+      });
   }
   const shadow = sym('shadow_timekeeper');
   if (shadow !== undefined) candidates.push({ va: shadow, source: 'shadow_timekeeper' });
