@@ -6,7 +6,10 @@
  * type, state) of init_net and of every other network namespace (/proc/PID/net/* of a process in
  * it), including socks no process holds by fd; the same rows over nettlp://; a cyclic hash chain in
  * a copied image gives partial rows + a warning (library) and exit 3 (CLI), no hang. The guest's
- * /proc/net files show only the reader's namespace, so pmi's rows are compared per `netns`.
+ * /proc/net files show only the reader's namespace, so pmi's rows are compared per `netns`. Which
+ * tables were walked is checked against each kernel's history (global unix_socket_table before 6.0,
+ * a namespace's own TCP ehash from 6.1 and UDP hash from 6.2, lhash2 chained through
+ * icsk_listen_portaddr_node before 5.19), so an old kernel proves the old paths.
  */
 import { openLabKernel, openSnapshotOverNettlp } from './lab-kernel.js';
 import { spawnSync } from 'node:child_process';
@@ -26,7 +29,8 @@ import {
   type NetTcpEntry,
   type NetUnixEntry,
 } from '@pmi/lab';
-import { listSockets, type SocketRow } from '../src/index.js';
+import { listSockets, type SocketRow, type SocketTables } from '../src/index.js';
+import { releaseAtLeast } from './lab-expect.js';
 
 const targets = inject('labTargets');
 const PMI = fileURLToPath(new URL('../../cli/bin/pmi.js', import.meta.url));
@@ -100,6 +104,36 @@ describe.each(targets.map((t) => [t.id, t] as const))('netstat, lab target %s', 
         expect(row!.comms).toEqual(['httpd']);
         expect(row!.found).toEqual(['hash', 'fd']);
       }
+    } finally {
+      await mem.close();
+    }
+  });
+
+  it('the tables walked are the ones this kernel keeps its sockets in (old kernels: the old paths)', async () => {
+    const { mem, k } = await openLabKernel('raw:' + target.snapshot_path, target);
+    try {
+      const r = await listSockets(k);
+      expect(r.warnings).toEqual([]);
+      const rel = target.release;
+      const inNetns = truth.ps.find((p) => p.comm === WORKLOAD.unix.netnsComm)!.pid;
+      const other = truth.other_netns.find((n) => n.pid === inNetns)!;
+      expect(other).toBeDefined();
+      const namespaces = [truth.netns, ...truth.other_netns.map((n) => n.inum)];
+      // the helper's namespace gets its own TCP ehash (tcp_child_ehash_entries, 6.1+) and UDP hash
+      // (udp_child_hash_entries, 6.2+); unix tables are per namespace from 6.0; lhash2 is linked through
+      // sock_common.skc_nulls_node from 5.19, through inet_connection_sock.icsk_listen_portaddr_node before
+      const want: SocketTables = {
+        tcp_ehash: ['tcp_hashinfo', ...(releaseAtLeast(rel, 6, 1) ? [`netns ${other.inum}`] : [])],
+        tcp_listen: releaseAtLeast(rel, 5, 19) ? 'skc_nulls_node' : 'icsk_listen_portaddr_node',
+        udp: ['udp_table', ...(releaseAtLeast(rel, 6, 2) ? [`netns ${other.inum}`] : [])],
+        unix: releaseAtLeast(rel, 6, 0) ? namespaces.map((n) => `netns ${n}`).sort() : ['unix_socket_table'],
+      };
+      expect({ ...r.tables, unix: [...r.tables.unix].sort() }).toEqual(want);
+      console.log(`[net] ${target.id} (${rel}): tables ${JSON.stringify(r.tables)}`);
+      // every listener is found in the listening hash, whichever way it is chained
+      const listeners = r.rows.filter((s) => s.proto.startsWith('tcp') && s.state === 'LISTEN');
+      expect(listeners.length).toBeGreaterThanOrEqual(3);
+      expect(listeners.filter((s) => !s.found.includes('hash')).map((s) => `${s.proto} ${s.local_port}`)).toEqual([]);
     } finally {
       await mem.close();
     }
@@ -198,7 +232,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('netstat, lab target %s', 
       }
       expect(other!.net_unix.length).toBeGreaterThan(0);
       // a listener and a connection over the namespace's lo, not accepted: the server end (inode 0) is
-      // held by no fd and is only in the namespace's own established hash (6.1+)
+      // held by no fd and is only in an established hash (the namespace's own on 6.1+, the global one before)
       expect(other!.net_tcp.map((e) => [e.state, e.inode === 0]).sort()).toEqual([
         ['ESTABLISHED', false],
         ['ESTABLISHED', true],
@@ -329,7 +363,8 @@ describe.each(targets.map((t) => [t.id, t] as const))('netstat, lab target %s', 
 
   it('cyclic hash chains (tcp, unix) in a copied image: partial rows + warnings, CLI exit 3, no hang', async () => {
     const { mem, k } = await openLabKernel('raw:' + target.snapshot_path, target);
-    // the tcp and the unix listener's hash links point at themselves
+    // the tcp and the unix listener's hash links point at themselves (hlist_node.next / hlist_nulls_node.next
+    // is the node's first word)
     const nodes: { va: bigint; phys: number }[] = [];
     try {
       const r = await listSockets(k);
@@ -337,10 +372,12 @@ describe.each(targets.map((t) => [t.id, t] as const))('netstat, lab target %s', 
       const unix = r.rows.find(
         (s) => s.proto === 'unix' && s.local_address === WORKLOAD.unix.streamPath && s.state === 'LISTEN',
       )!;
-      for (const va of [
-        tcp.sock + BigInt(k.btf.fieldOffset('sock_common', 'skc_nulls_node')),
-        unix.sock + BigInt(k.btf.fieldOffset('sock_common', 'skc_node')),
-      ])
+      // the link the listening hash chains the tcp listener by (see the tables test)
+      const tcpLink =
+        r.tables.tcp_listen === 'icsk_listen_portaddr_node'
+          ? k.btf.fieldOffset('inet_connection_sock', 'icsk_listen_portaddr_node')
+          : k.btf.fieldOffset('sock_common', 'skc_nulls_node');
+      for (const va of [tcp.sock + BigInt(tcpLink), unix.sock + BigInt(k.btf.fieldOffset('sock_common', 'skc_node'))])
         nodes.push({ va, phys: await k.paging.translate(va) });
     } finally {
       await mem.close();

@@ -45,6 +45,26 @@ export interface SocketRow {
 export interface SocketsResult {
   rows: SocketRow[];
   warnings: string[];
+  /** Which kernel tables were walked (how the kernel at hand keeps its sockets). */
+  tables: SocketTables;
+}
+
+/**
+ * The hash tables a listing walked, as this kernel lays them out (detected from BTF and symbols).
+ * Table owners are `tcp_hashinfo` / `udp_table` / `unix_socket_table` (the kernel's global tables) or
+ * `netns INUM` (a namespace's own table: established hash 6.1+, UDP 6.2+, unix 6.0+).
+ */
+export interface SocketTables {
+  /** Established hashes (with time-wait and request socks), one entry per distinct table. */
+  tcp_ehash: string[];
+  /** How the listening hash `lhash2` chains its socks: through `sock_common.skc_nulls_node` (hlist_nulls,
+   * 5.19+ layout) or `inet_connection_sock.icsk_listen_portaddr_node` (hlist, 4.17–5.18); `none` when it
+   * was not walked (no lhash2). */
+  tcp_listen: 'skc_nulls_node' | 'icsk_listen_portaddr_node' | 'none';
+  /** UDP hash tables, one entry per distinct table. */
+  udp: string[];
+  /** Unix socket tables: `unix_socket_table` (global, before 6.0) or one `netns INUM` per namespace. */
+  unix: string[];
 }
 
 export interface SocketsOptions {
@@ -131,9 +151,10 @@ export async function listSockets(k: KernelObjects, opts: SocketsOptions = {}): 
       else throw e;
     }
   };
-  await tcpHash(k, nets, walk, warnings);
-  await udpHash(k, nets, walk, warnings);
-  await unixHash(k, nets, C, walk, warnings);
+  const tables: SocketTables = { tcp_ehash: [], tcp_listen: 'none', udp: [], unix: [] };
+  await tcpHash(k, nets, walk, tables, warnings);
+  await udpHash(k, nets, walk, tables, warnings);
+  await unixHash(k, nets, C, walk, tables, warnings);
 
   // 2. sockets from fd tables: file->private_data is the struct socket
   const owners = new Map<bigint, OpenFile[]>(); // struct socket * → fds
@@ -273,7 +294,7 @@ export async function listSockets(k: KernelObjects, opts: SocketsOptions = {}): 
       a.inode - b.inode ||
       (a.netns ?? 0) - (b.netns ?? 0),
   );
-  return { rows, warnings };
+  return { rows, warnings, tables };
 }
 
 /**
@@ -386,30 +407,61 @@ async function nonEmpty(
 /** Largest hash table read (buckets); a larger mask is taken as corrupt. */
 const MAX_BUCKETS = 1 << 24;
 
-/** Distinct non-NULL pointers, in order. */
-const distinct = (ptrs: bigint[]): bigint[] => [...new Set(ptrs.filter((p) => p !== 0n))];
+/** Distinct non-NULL table pointers, each with its first owner's name, in order. */
+function owned(list: readonly (readonly [bigint, string])[]): [bigint, string][] {
+  const out = new Map<bigint, string>();
+  for (const [p, owner] of list) if (p !== 0n && !out.has(p)) out.set(p, owner);
+  return [...out];
+}
+
+const netnsName = (n: Netns): string => `netns ${n.inum ?? hex(n.va)}`;
+
+/** Item check of a TCP/UDP chain: the sock's family (at `path` of the walked layout) is AF_INET or AF_INET6. */
+const inetFamily =
+  (path: string) =>
+  (v: StructView): string | null => {
+    const f = v.num(path);
+    return f === AF_INET || f === AF_INET6
+      ? null
+      : `sock at ${hex(v.va)} has family ${f}, not AF_INET/AF_INET6: skipped`;
+  };
 
 /**
  * TCP: `tcp_hashinfo`, plus each namespace's `net->ipv4.tcp_death_row.hashinfo` (6.1+: a namespace
  * may have its own established hash, `tcp_child_ehash_entries`; the listening hash stays shared).
  * Each distinct ehash and lhash2 is walked once.
  */
-async function tcpHash(k: KernelObjects, nets: Netns[], walk: Walker, warnings: string[]): Promise<void> {
+async function tcpHash(
+  k: KernelObjects,
+  nets: Netns[],
+  walk: Walker,
+  tables: SocketTables,
+  warnings: string[],
+): Promise<void> {
   const H = k.layout('inet_hashinfo', ['ehash', 'ehash_mask', 'lhash2?', 'lhash2_mask?', 'listening_hash?']);
-  const infos = distinct([
-    ...(k.hasGlobal('tcp_hashinfo') ? [k.symbol('tcp_hashinfo')] : []),
-    ...nets.map((n) => (n.view.has('ipv4.tcp_death_row.hashinfo') ? n.view.ptr('ipv4.tcp_death_row.hashinfo') : 0n)),
+  const infos = owned([
+    ...(k.hasGlobal('tcp_hashinfo') ? [[k.symbol('tcp_hashinfo'), 'tcp_hashinfo'] as const] : []),
+    ...nets.map(
+      (n) =>
+        [
+          n.view.has('ipv4.tcp_death_row.hashinfo') ? n.view.ptr('ipv4.tcp_death_row.hashinfo') : 0n,
+          netnsName(n),
+        ] as const,
+    ),
   ]);
   if (infos.length === 0) {
     warnings.push('tcp_hashinfo not found: TCP sockets only from fd tables');
     return;
   }
   const seen = new Set<bigint>();
-  const views = await k.readStructs(infos, H);
+  const views = await k.readStructs(
+    infos.map(([va]) => va),
+    H,
+  );
   for (let i = 0; i < infos.length; i++) {
     const h = views[i];
-    if (h instanceof PmiError) warnings.push(`inet_hashinfo at ${hex(infos[i])}: ${h.message}`);
-    else await tcpHashinfo(k, h, H, seen, walk, warnings);
+    if (h instanceof PmiError) warnings.push(`inet_hashinfo of ${infos[i][1]} at ${hex(infos[i][0])}: ${h.message}`);
+    else await tcpHashinfo(k, h, H, infos[i][1], seen, walk, tables, warnings);
   }
 }
 
@@ -417,8 +469,10 @@ async function tcpHashinfo(
   k: KernelObjects,
   h: StructView,
   H: Layout,
+  owner: string,
   seen: Set<bigint>,
   walk: Walker,
+  tables: SocketTables,
   warnings: string[],
 ): Promise<void> {
   // established (and time-wait, request socks): hlist_nulls chains through sock_common.skc_nulls_node
@@ -426,16 +480,18 @@ async function tcpHashinfo(
   const ehash = h.ptr('ehash');
   if (seen.has(ehash)) {
     // shared with a namespace already walked
-  } else if (eMask + 1 > MAX_BUCKETS) warnings.push(`tcp ehash_mask ${eMask} implausible: established sockets skipped`);
+  } else if (eMask + 1 > MAX_BUCKETS)
+    warnings.push(`tcp ehash_mask ${eMask} of ${owner} implausible: established sockets skipped`);
   else {
     seen.add(ehash);
+    tables.tcp_ehash.push(owner);
     const bsize = k.btf.sizeOf(k.btf.findType('inet_ehash_bucket', 'struct')!);
     const chainOff = k.btf.fieldOffset('inet_ehash_bucket', 'chain');
+    const accept = inetFamily('skc_family');
     for (const b of await nonEmpty(k, ehash, eMask + 1, bsize, chainOff, true, 'tcp ehash', warnings))
-      await walk(b + BigInt(chainOff), 'skc_nulls_node', true, 'tcp', `tcp ehash bucket ${hex(b)}`);
+      await walk(b + BigInt(chainOff), 'skc_nulls_node', true, 'tcp', `tcp ehash bucket ${hex(b)}`, undefined, accept);
   }
-  // listening: lhash2 (buckets keyed by port+addr) — with nulls_head (hlist_nulls through
-  // skc_nulls_node) or head (hlist through inet_connection_sock.icsk_listen_portaddr_node)
+  // listening: lhash2 (buckets keyed by port+addr)
   const LB = 'inet_listen_hashbucket';
   if (H.has('lhash2') && !h.isNull('lhash2')) {
     const lhash2 = h.ptr('lhash2');
@@ -443,20 +499,36 @@ async function tcpHashinfo(
     seen.add(lhash2);
     const lMask = h.num('lhash2_mask');
     if (lMask + 1 > MAX_BUCKETS) {
-      warnings.push(`tcp lhash2_mask ${lMask} implausible: listening sockets skipped`);
+      warnings.push(`tcp lhash2_mask ${lMask} of ${owner} implausible: listening sockets skipped`);
       return;
     }
     const bsize = k.btf.sizeOf(k.btf.findType(LB, 'struct')!);
-    if (k.hasField(LB, 'nulls_head')) {
-      const off = k.btf.fieldOffset(LB, 'nulls_head');
-      for (const b of await nonEmpty(k, lhash2, lMask + 1, bsize, off, true, 'tcp lhash2', warnings))
-        await walk(b + BigInt(off), 'skc_nulls_node', true, 'tcp', `tcp lhash2 bucket ${hex(b)}`);
-    } else {
-      // older layout: hlist through inet_connection_sock.icsk_listen_portaddr_node (the sock is at offset 0)
+    if (k.hasField('inet_connection_sock', 'icsk_listen_portaddr_node')) {
+      // 4.17–5.18: lhash2 links inet_connection_sock.icsk_listen_portaddr_node on the bucket's plain
+      // hlist `head` (its `nulls_head`, in a union with it, is for the port-only listening_hash), and
+      // the sock is at offset 0 of the inet_connection_sock
+      tables.tcp_listen = 'icsk_listen_portaddr_node';
       const off = k.btf.fieldOffset(LB, 'head');
-      const I = k.layout('inet_connection_sock', ['icsk_listen_portaddr_node']);
+      const FAMILY = 'icsk_inet.sk.__sk_common.skc_family';
+      const I = k.layout('inet_connection_sock', ['icsk_listen_portaddr_node', FAMILY]);
+      const accept = inetFamily(FAMILY);
       for (const b of await nonEmpty(k, lhash2, lMask + 1, bsize, off, false, 'tcp lhash2', warnings))
-        await walk(b + BigInt(off), 'icsk_listen_portaddr_node', false, 'tcp', `tcp lhash2 bucket ${hex(b)}`, I);
+        await walk(
+          b + BigInt(off),
+          'icsk_listen_portaddr_node',
+          false,
+          'tcp',
+          `tcp lhash2 bucket ${hex(b)}`,
+          I,
+          accept,
+        );
+    } else {
+      // 5.19+: hlist_nulls `nulls_head` through sock_common.skc_nulls_node
+      tables.tcp_listen = 'skc_nulls_node';
+      const off = k.btf.fieldOffset(LB, 'nulls_head');
+      const accept = inetFamily('skc_family');
+      for (const b of await nonEmpty(k, lhash2, lMask + 1, bsize, off, true, 'tcp lhash2', warnings))
+        await walk(b + BigInt(off), 'skc_nulls_node', true, 'tcp', `tcp lhash2 bucket ${hex(b)}`, undefined, accept);
     }
   } else if (H.has('listening_hash')) {
     const msg = 'tcp listening_hash (older kernels) is not walked: listening sockets only from fd tables';
@@ -465,36 +537,48 @@ async function tcpHashinfo(
 }
 
 /** UDP: `udp_table`, plus each namespace's `net->ipv4.udp_table` (6.2+, `udp_child_hash_entries`). */
-async function udpHash(k: KernelObjects, nets: Netns[], walk: Walker, warnings: string[]): Promise<void> {
+async function udpHash(
+  k: KernelObjects,
+  nets: Netns[],
+  walk: Walker,
+  tables: SocketTables,
+  warnings: string[],
+): Promise<void> {
   if (!k.hasType('udp_table')) {
     warnings.push('udp_table not found: UDP sockets only from fd tables');
     return;
   }
-  const tables = distinct([
-    ...(k.symbols.get('udp_table') ? [k.symbol('udp_table')] : []),
-    ...nets.map((n) => (n.view.has('ipv4.udp_table') ? n.view.ptr('ipv4.udp_table') : 0n)),
+  const list = owned([
+    ...(k.symbols.get('udp_table') ? [[k.symbol('udp_table'), 'udp_table'] as const] : []),
+    ...nets.map((n) => [n.view.has('ipv4.udp_table') ? n.view.ptr('ipv4.udp_table') : 0n, netnsName(n)] as const),
   ]);
-  if (tables.length === 0) {
+  if (list.length === 0) {
     warnings.push('udp_table not found: UDP sockets only from fd tables');
     return;
   }
   const U = k.layout('udp_table', ['hash', 'mask']);
   const size = k.btf.sizeOf(k.btf.findType('udp_hslot', 'struct')!);
   const off = k.btf.fieldOffset('udp_hslot', 'head');
-  const views = await k.readStructs(tables, U);
-  for (let i = 0; i < tables.length; i++) {
+  const accept = inetFamily('skc_family');
+  const views = await k.readStructs(
+    list.map(([va]) => va),
+    U,
+  );
+  for (let i = 0; i < list.length; i++) {
+    const [va, owner] = list[i];
     const t = views[i];
     if (t instanceof PmiError) {
-      warnings.push(`udp_table at ${hex(tables[i])}: ${t.message}`);
+      warnings.push(`udp_table of ${owner} at ${hex(va)}: ${t.message}`);
       continue;
     }
     const mask = t.num('mask');
     if (mask + 1 > MAX_BUCKETS) {
-      warnings.push(`udp_table mask ${mask} implausible: UDP sockets only from fd tables`);
+      warnings.push(`udp_table mask ${mask} of ${owner} implausible: UDP sockets only from fd tables`);
       continue;
     }
+    tables.udp.push(owner);
     for (const b of await nonEmpty(k, t.ptr('hash'), mask + 1, size, off, false, 'udp_table', warnings))
-      await walk(b + BigInt(off), 'skc_node', false, 'udp', `udp_table slot ${hex(b)}`);
+      await walk(b + BigInt(off), 'skc_node', false, 'udp', `udp_table slot ${hex(b)}`, undefined, accept);
   }
 }
 
@@ -520,11 +604,20 @@ async function unixTableSize(k: KernelObjects, warnings: string[]): Promise<numb
 
 /**
  * Unix sockets: every namespace's `net->unx.table.buckets` (6.0+), or the global
- * `unix_socket_table` of older kernels; socks are linked through `sock_common.skc_node`. Every sock
- * of the chain must be AF_UNIX and (per-namespace tables) of that namespace, else it is left out
- * with a warning (a wrong table size or a changing target).
+ * `unix_socket_table[2 * UNIX_HASH_SIZE]` of older kernels (bound socks in the first half, unbound
+ * ones in the second; its size is its symbol's span, rounded down to a power of two: 512 on 5.10);
+ * socks are linked through `sock_common.skc_node`. Every sock of the chain must be AF_UNIX and
+ * (per-namespace tables) of that namespace, else it is left out with a warning (a wrong table size
+ * or a changing target).
  */
-async function unixHash(k: KernelObjects, nets: Netns[], C: Layout, walk: Walker, warnings: string[]): Promise<void> {
+async function unixHash(
+  k: KernelObjects,
+  nets: Netns[],
+  C: Layout,
+  walk: Walker,
+  tables: SocketTables,
+  warnings: string[],
+): Promise<void> {
   const headSize = k.btf.sizeOf(k.btf.findType('hlist_head', 'struct')!);
   const firstOff = k.btf.fieldOffset('hlist_head', 'first');
   const notUnix = (v: StructView): string | null =>
@@ -543,6 +636,7 @@ async function unixHash(k: KernelObjects, nets: Netns[], C: Layout, walk: Walker
           ? `sock at ${hex(v.va)} is not in netns ${n.inum}: skipped`
           : null);
       const table = `unix table of netns ${n.inum}`;
+      tables.unix.push(netnsName(n));
       for (const b of await nonEmpty(k, buckets, size, headSize, firstOff, false, table, warnings))
         await walk(b + BigInt(firstOff), 'skc_node', false, 'unix', `unix table bucket ${hex(b)}`, C, accept);
     }
@@ -553,8 +647,9 @@ async function unixHash(k: KernelObjects, nets: Netns[], C: Layout, walk: Walker
       k.defineGlobal('unix_socket_table', { type: 'hlist_head', shape: 'array', count: 'symbol', maxCount: 1 << 16 });
     const g = await k.globalInfo('unix_socket_table');
     const count = floorPow2(Math.max(1, g.count ?? 1));
+    tables.unix.push('unix_socket_table');
     for (const b of await nonEmpty(k, g.va, count, headSize, firstOff, false, 'unix_socket_table', warnings))
-      await walk(b + BigInt(firstOff), 'skc_node', false, 'unix', `unix_socket_table bucket ${hex(b)}`, C, notUnix);
+      await walk(b + BigInt(firstOff), 'skc_node', false, 'unix', `unix table bucket ${hex(b)}`, C, notUnix);
     return;
   }
   warnings.push('no unix socket table (net.unx.table, unix_socket_table): unix sockets only from fd tables');
