@@ -1,7 +1,9 @@
 /**
  * lsmod and module symbols against the guest's own /proc/modules and /proc/kallsyms (truth recorded
- * inside the guest), over raw: (the snapshot) and nettlp:// (the software adapter serving it); a copy
- * with a cyclic modules list gives partial rows, a warning and exit 3.
+ * inside the guest; taint letters from a fresh /proc/modules), over raw: (the snapshot) and nettlp://
+ * (the software adapter serving it); the module memory layout each kernel must have (`mem[]` from
+ * 6.4, `core_layout` before); a copy with a cyclic modules list gives partial rows, a warning and
+ * exit 3. The workload modules differ per kernel (crc32_generic became crc32_cryptoapi).
  */
 import { openLabKernel, openSnapshotOverNettlp } from './lab-kernel.js';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -12,8 +14,9 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { PhysicalMemory } from '@pmi/core';
 import '@pmi/sources';
 import type { KernelObjects } from '@pmi/kernel';
-import { resolveKernel, type GroundTruth } from '@pmi/lab';
+import { openLabVm, resolveKernel, type GroundTruth } from '@pmi/lab';
 import { listModules, loadModuleSymbols, resolveModuleSymbol, type ModuleRow } from '../src/index.js';
+import { releaseAtLeast } from './lab-expect.js';
 
 const targets = inject('labTargets');
 const scratch = mkdtempSync(join(tmpdir(), 'pmi-modules-'));
@@ -46,16 +49,29 @@ describe.each(targets.map((t) => [t.id, t] as const))('lsmod and module symbols,
     await mem?.close();
   });
 
-  it('lsmod equals /proc/modules: names, sizes, refcounts, used-by, state, addresses', async () => {
+  it('lsmod equals /proc/modules: names, sizes, refcounts, used-by, state, addresses, taint', async () => {
     const t0 = performance.now();
     const r = await listModules(k);
     const ms = performance.now() - t0;
-    process.stderr.write(`[modules] ${target.id}: ${r.rows.length} modules walked in ${ms.toFixed(1)} ms\n`);
+    process.stderr.write(
+      `[modules] ${target.id}: ${r.rows.length} modules walked in ${ms.toFixed(1)} ms (${r.layout})\n`,
+    );
     expect(r.warnings).toEqual([]);
     expect(r.error).toBeUndefined();
     expect(r.rows.map(asProc)).toEqual(truth.modules);
     for (const w of resolveKernel(target.kernel).workloadModules) expect(r.rows.map((m) => m.name)).toContain(w);
-    for (const m of r.rows) expect(m.taint).toBe('');
+    // how /proc/modules computes size and address depends on the layout this kernel has
+    expect(r.layout).toBe(releaseAtLeast(target.release, 6, 4) ? 'mem' : 'core_layout');
+    for (const m of r.rows) expect(m.regions.map((g) => g.kind)).toContain(r.layout === 'mem' ? 'text' : 'core');
+    // taint: what the guest's /proc/modules prints inside "(…)" (5.10 taints unsigned modules 'E')
+    const proc = await openLabVm(target.name).run('cat /proc/modules');
+    const taints = proc.stdout
+      .split('\n')
+      .filter((l) => l.trim().length > 0)
+      .map((l) => [l.split(' ')[0], /\(([A-Z+-]+)\)\s*$/.exec(l)?.[1] ?? '']);
+    expect(taints.map(([n]) => n)).toEqual(truth.modules.map((m) => m.name));
+    expect(r.rows.map((m) => [m.name, m.taint])).toEqual(taints);
+    process.stderr.write(`[modules] ${target.id}: taints ${JSON.stringify(taints)}\n`);
   });
 
   it("every module symbol equals the guest's /proc/kallsyms [module] lines", async () => {
@@ -81,24 +97,28 @@ describe.each(targets.map((t) => [t.id, t] as const))('lsmod and module symbols,
         { module: 'dummy', name: 'dummy_xmit', type: xmit.type, address: xmit.address },
       ]);
     }
-    expect(await resolveModuleSymbol(k, 'crc32_generic:dummy_xmit', syms)).toEqual([]);
+    const [other] = resolveKernel(target.kernel).workloadModules.filter((m) => m !== 'dummy');
+    expect(other).toBeDefined();
+    expect(await resolveModuleSymbol(k, `${other}:dummy_xmit`, syms)).toEqual([]);
     expect(syms.format(BigInt(xmit.address) + 0x10n)).toBe('dummy_xmit+0x10 [dummy]');
     expect(syms.byAddress(k.symbol('schedule'))).toBeUndefined();
   });
 
   it('pmi sym resolves module:name and plain names found only in modules (CLI)', () => {
+    // a function of the other workload module whose name occurs once in the guest's /proc/kallsyms
+    const [other] = resolveKernel(target.kernel).workloadModules.filter((m) => m !== 'dummy');
+    const count = new Map<string, number>();
+    for (const s of truth.kallsyms) count.set(s.name, (count.get(s.name) ?? 0) + 1);
+    const only = truth.kallsyms
+      .filter((s) => s.module === other && s.type.toLowerCase() === 't' && count.get(s.name) === 1)
+      .map((s) => s.name)
+      .sort();
+    expect(only.length, `functions only in ${other}`).toBeGreaterThan(0);
+    const name = only[0];
+    process.stderr.write(`[modules] ${target.id}: plain name only in a module: ${name} [${other}]\n`);
     const r = spawnSync(
       process.execPath,
-      [
-        PMI,
-        '--source',
-        'raw:' + target.snapshot_path,
-        '--json',
-        'sym',
-        'dummy:dummy_xmit',
-        'crc32_cra_init',
-        'schedule',
-      ],
+      [PMI, '--source', 'raw:' + target.snapshot_path, '--json', 'sym', 'dummy:dummy_xmit', name, 'schedule'],
       { encoding: 'utf8' },
     );
     expect(r.status, r.stderr).toBe(0);
@@ -109,11 +129,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('lsmod and module symbols,
       truth.kallsyms
         .filter((s) => s.name === name && (s.module ?? null) === module)
         .map((s) => ({ name, address: s.address, type: s.type, module }));
-    expect(doc.rows).toEqual([
-      ...find('dummy_xmit', 'dummy'),
-      ...find('crc32_cra_init', 'crc32_generic'),
-      ...find('schedule', null),
-    ]);
+    expect(doc.rows).toEqual([...find('dummy_xmit', 'dummy'), ...find(name, other), ...find('schedule', null)]);
     const u = spawnSync(process.execPath, [PMI, '--source', 'raw:' + target.snapshot_path, 'sym', 'dummy:nosuch'], {
       encoding: 'utf8',
     });

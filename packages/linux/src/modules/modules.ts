@@ -37,6 +37,9 @@ export interface ModuleRow {
 export interface ModuleListResult {
   rows: ModuleRow[];
   warnings: string[];
+  /** How this kernel lays out a module's memory: `mem` (`module->mem[MOD_*]`, 6.4+) or `core_layout`
+   * (`core_layout`/`init_layout` [+ `data_layout`]). */
+  layout: ModuleMemoryLayout;
   /** Set when the walk stopped early (E_LIST); rows are then partial. */
   error?: PmiError;
 }
@@ -79,9 +82,16 @@ export function taintLetters(taints: bigint): string {
   return s;
 }
 
+export type ModuleMemoryLayout = 'mem' | 'core_layout';
+
+/** `mem` where struct module has `mem[]` (6.4+), else `core_layout`. */
+export function moduleMemoryLayout(k: KernelObjects): ModuleMemoryLayout {
+  return k.hasField('module', 'mem') ? 'mem' : 'core_layout';
+}
+
 /** The module layout the walk needs, per kernel shape. */
 export function moduleLayout(k: KernelObjects): Layout {
-  const hasMem = k.hasField('module', 'mem');
+  const hasMem = moduleMemoryLayout(k) === 'mem';
   const fields = [
     'name',
     'list',
@@ -209,5 +219,5 @@ export async function listModules(k: KernelObjects, opts: ModuleListOptions = {}
       }
     }
   }
-  return { rows, warnings, error };
+  return { rows, warnings, error, layout: M.has('mem') ? 'mem' : 'core_layout' };
 }
