@@ -4,16 +4,18 @@
  * VMAs: with `mm->mm_mt` (6.1+) the maple tree is walked breadth-first — one readStructs per tree
  * level for all nodes of the level. An encoded node pointer carries the node type in bits 3–6
  * (`enum maple_type` from BTF: maple_range_64 / maple_leaf_64 use `struct maple_range_64`,
- * maple_arange_64 `struct maple_arange_64`); the used slots end at the node's data end (pivots
- * and metadata, as ma_data_end()). Older kernels: the `mm->mmap` / `vm_next` list. Every walk is
- * bounded (nodes, depth, map_count) and VMAs whose `vm_mm` is not the mm are dropped.
+ * maple_arange_64 `struct maple_arange_64`); the root is tagged as a node by bit 1 (else it is the
+ * only entry), an internal node's non-NULL slots are all child nodes; the used slots end at the
+ * node's data end (pivots and metadata, as ma_data_end()). Older kernels: the `mm->mmap` /
+ * `vm_next` list. Every walk is bounded (nodes, depth, map_count), VMAs whose `vm_mm` is not the
+ * mm are dropped, and a count that differs from `mm->map_count` makes the map partial.
  *
  * Names follow show_map_vma(): the file path (dentryPaths), else `vm_ops == &special_mapping_vmops`
  * → the vm_special_mapping's name ([vdso], [vvar]), else [heap] / [stack] from mm->brk /
  * start_stack.
  */
 import { PmiError } from '@pmi/core';
-import type { KernelObjects, Layout, StructView } from '@pmi/kernel';
+import { collect, walkChain, type KernelObjects, type Layout, type StructView } from '@pmi/kernel';
 import { dentryPaths } from './dentry.js';
 
 export interface MapRow {
@@ -35,6 +37,16 @@ export interface MapsResult {
   rows: MapRow[];
   warnings: string[];
   partial: boolean;
+  /** Where the VMAs came from: the maple tree `mm->mm_mt` (6.1+) or the `mm->mmap` / `vm_next` list. */
+  method: VmaMethod;
+}
+
+export type VmaMethod = 'maple_tree' | 'mmap_list';
+
+export interface VmaWalk {
+  vmas: bigint[];
+  partial: boolean;
+  method: VmaMethod;
 }
 
 const VM_READ = 1;
@@ -48,15 +60,20 @@ const ULONG_MAX = (1n << 64n) - 1n;
 const hex = (v: bigint) => '0x' + BigInt.asUintN(64, v).toString(16);
 const isKernelPtr = (v: bigint) => v >= 0xff00000000000000n && v < ULONG_MAX - 4096n;
 
-/** VMA addresses of an mm (maple tree or mmap list), in tree order. */
-export async function vmaAddresses(
-  k: KernelObjects,
-  mm: bigint,
-  warnings: string[] = [],
-): Promise<{ vmas: bigint[]; partial: boolean }> {
-  if (k.hasField('mm_struct', 'mm_mt')) return mapleVmas(k, mm, warnings);
-  if (k.hasField('mm_struct', 'mmap')) return listVmas(k, mm, warnings);
-  throw new PmiError('E_NOT_FOUND', 'linux/maps', 'mm_struct has neither mm_mt nor mmap', {});
+/**
+ * VMA addresses of an mm, in tree (address) order: the maple tree where `mm_struct` has `mm_mt`
+ * (6.1+), else the `mmap` list linked through `vm_area_struct.vm_next`.
+ */
+export async function vmaAddresses(k: KernelObjects, mm: bigint, warnings: string[] = []): Promise<VmaWalk> {
+  if (k.hasField('mm_struct', 'mm_mt')) return { ...(await mapleVmas(k, mm, warnings)), method: 'maple_tree' };
+  if (k.hasField('mm_struct', 'mmap') && k.hasField('vm_area_struct', 'vm_next'))
+    return { ...(await listVmas(k, mm, warnings)), method: 'mmap_list' };
+  throw new PmiError(
+    'E_NOT_FOUND',
+    'linux/maps',
+    'mm_struct has neither mm_mt (maple tree) nor mmap (with vm_area_struct.vm_next)',
+    { struct: 'mm_struct', field: 'mm_mt|mmap' },
+  );
 }
 
 async function mapleVmas(
@@ -71,6 +88,7 @@ async function mapleVmas(
   const tArange = Number(k.btf.enumValue('maple_type', 'maple_arange_64'));
   const R = k.layout('maple_range_64', ['pivot', 'slot', 'meta.end']);
   const A = k.layout('maple_arange_64', ['pivot', 'slot', 'meta.end']);
+  // the root is tagged as an xarray node (xa_mk_node: bit 1); otherwise it is the single entry at index 0
   const isNode = (e: bigint) => (e & 3n) === 2n && e > 4096n;
   const vmas: bigint[] = [];
   let partial = false;
@@ -123,9 +141,14 @@ async function mapleVmas(
           if (e === 0n) continue;
           if (n.type === tLeaf) {
             if (isKernelPtr(e)) vmas.push(e);
-          } else if (isNode(e)) {
+          } else if (isKernelPtr(e & ~0xffn)) {
+            // an internal node's slots are encoded child nodes (mte_mk_node: address | type << 3 |
+            // MAPLE_ENODE_NULL), without the root's xa_mk_node tag bit
             const p = s < end && s < npiv ? BigInt.asUintN(64, BigInt(v.array('pivot', s))) : n.max;
             next.push({ enc: e, max: p === 0n ? n.max : p });
+          } else {
+            warnings.push(`maple node ${hex(n.enc)} of mm ${hex(mm)}: slot ${s} = ${hex(e)} is not a node; skipped`);
+            partial = true;
           }
         }
       });
@@ -147,6 +170,12 @@ function dataEnd(v: StructView, arange: boolean, max: bigint): number {
   return last + 1;
 }
 
+/**
+ * The `mm->mmap` list (before 6.1): VMAs in address order, linked through `vm_area_struct.vm_next`,
+ * NULL-terminated. Walked with the shared bounded chase (walkChain), from a head placed so that its
+ * `vm_next` is `mm->mmap`; at most map_count + 16 VMAs (a longer list is corrupt), a cycle or an
+ * unreadable VMA ends it with a warning and a partial map.
+ */
 async function listVmas(
   k: KernelObjects,
   mm: bigint,
@@ -154,34 +183,20 @@ async function listVmas(
 ): Promise<{ vmas: bigint[]; partial: boolean }> {
   const MM = k.layout('mm_struct', ['mmap', 'map_count']);
   const m = await k.read(mm, MM);
-  const limit = Math.min(Math.max(m.num('map_count'), 0) + 16, 1_000_000);
+  const max = Math.min(Math.max(m.num('map_count'), 0) + 16, 1_000_000);
   const V = k.layout('vm_area_struct', ['vm_next']);
-  const vmas: bigint[] = [];
-  const seen = new Set<bigint>();
-  let cur = m.ptr('mmap');
-  while (cur !== 0n) {
-    if (seen.has(cur) || vmas.length >= limit) {
-      warnings.push(
-        `VMA list of mm ${hex(mm)} ${seen.has(cur) ? 'has a cycle' : 'is longer than map_count'}; map is partial`,
-      );
-      return { vmas, partial: true };
-    }
-    seen.add(cur);
-    vmas.push(cur);
-    try {
-      cur = (await k.read(cur, V)).ptr('vm_next');
-    } catch (e) {
-      warnings.push(`VMA ${hex(cur)} of mm ${hex(mm)} unreadable: ${(e as Error).message}`);
-      return { vmas, partial: true };
-    }
-  }
-  return { vmas, partial: false };
+  const head = m.addressOf('mmap') - BigInt(V.offsetOf('vm_next'));
+  const { items, error } = await collect(
+    walkChain(k, head, V, 'vm_next', 'vm_next', { max, name: `mmap list of mm ${hex(mm)}` }),
+  );
+  if (error) warnings.push(`${error.message}; map is partial`);
+  return { vmas: items.map((v) => v.va), partial: error !== undefined };
 }
 
 /** The memory map of the mm at `mm` (a task's `mm` pointer). */
 export async function listMaps(k: KernelObjects, mm: bigint): Promise<MapsResult> {
   const warnings: string[] = [];
-  const { vmas, partial: walkPartial } = await vmaAddresses(k, mm, warnings);
+  const { vmas, partial: walkPartial, method } = await vmaAddresses(k, mm, warnings);
   let partial = walkPartial;
   const V = k.layout('vm_area_struct', [
     'vm_start',
@@ -197,7 +212,7 @@ export async function listMaps(k: KernelObjects, mm: bigint): Promise<MapsResult
     'vm_file.f_inode.i_ino',
     'vm_file.f_inode.i_sb.s_dev',
   ]);
-  const MMF = k.layout('mm_struct', ['brk', 'start_brk', 'start_stack']);
+  const MMF = k.layout('mm_struct', ['brk', 'start_brk', 'start_stack', 'map_count']);
   const mmv = await k.read(mm, MMF);
   const views = await k.readStructs(vmas, V);
   const ok: StructView[] = [];
@@ -208,6 +223,12 @@ export async function listMaps(k: KernelObjects, mm: bigint): Promise<MapsResult
     } else if (v.ptr('vm_mm') === mm) ok.push(v);
   });
   ok.sort((a, b) => (a.ptr('vm_start') < b.ptr('vm_start') ? -1 : 1));
+  // the kernel counts its VMAs: a walk that found another number missed some (or read a changing map)
+  const mapCount = mmv.num('map_count');
+  if (!partial && ok.length !== mapCount) {
+    warnings.push(`mm ${hex(mm)}: ${ok.length} VMAs found (${method}), map_count is ${mapCount}; map is partial`);
+    partial = true;
+  }
   const special = safeSymbol(k, 'special_mapping_vmops');
   const withFile = ok.filter((v) => !v.isNull('vm_file') && v.reached('vm_file.f_path.dentry'));
   const paths = await dentryPaths(
@@ -271,7 +292,7 @@ export async function listMaps(k: KernelObjects, mm: bigint): Promise<MapsResult
     else if (!path && start <= startStack && end >= startStack) path = '[stack]';
     return { start: hex(start), end: hex(end), perms, offset: '0x0', dev: '00:00', inode: 0, path, vma: hex(v.va) };
   });
-  return { rows, warnings, partial };
+  return { rows, warnings, partial, method };
 }
 
 function hh(n: number): string {
