@@ -1,7 +1,9 @@
 /**
  * The kernel log against the guest's own `dmesg` (busybox, "[%5lu.%06lu] text" lines): the recorded
  * truth on the snapshot (raw:) and nettlp://, a fresh dmesg and a /dev/kmsg marker on the live RAM
- * (qemu:) without a new snapshot, the follow poller, and a copy with a zeroed descriptor ring.
+ * (qemu:) without a new snapshot, the follow poller, a copy with a zeroed descriptor ring, and a ring
+ * that wrapped (more records written than it has descriptors: old records overwritten, the data ring
+ * wrapped — and on 5.10, whose record ids start just below 2^32, ids past 2^32).
  */
 import { openLabKernel, openSnapshotOverNettlp } from './lab-kernel.js';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -14,6 +16,7 @@ import '@pmi/sources';
 import type { KernelObjects } from '@pmi/kernel';
 import { openLabVm, type GroundTruth } from '@pmi/lab';
 import { dmesgLines, followKernelLog, readKernelLog, type LogRecord } from '../src/index.js';
+import { releaseAtLeast } from './lab-expect.js';
 
 const targets = inject('labTargets');
 const scratch = mkdtempSync(join(tmpdir(), 'pmi-printk-'));
@@ -47,7 +50,9 @@ describe.each(targets.map((t) => [t.id, t] as const))('dmesg, lab target %s', (_
     const r = await readKernelLog(k);
     const ms = performance.now() - t0;
     process.stderr.write(`[printk] ${target.id}: ${r.records.length} records (${r.format}) in ${ms.toFixed(1)} ms\n`);
-    expect(r.format).toBe('prb');
+    // the lockless ring from 5.10 (its single text data ring and 2-bit descriptor states on every lab
+    // kernel, 5.10 included); the legacy log_buf before — no lab kernel has it
+    expect(r.format).toBe(releaseAtLeast(target.release, 5, 10) ? 'prb' : 'legacy');
     expect(r.warnings).toEqual([]);
     expect(r.records[0].text).toMatch(/^Linux version /);
     // seq strictly increasing, timestamps non-decreasing
@@ -164,6 +169,62 @@ describe.each(targets.map((t) => [t.id, t] as const))('dmesg, lab target %s', (_
       expect(doc.warnings.join(' ')).toMatch(/do not carry their id/);
     } finally {
       rmSync(copy, { force: true });
+    }
+  });
+
+  it('a wrapped ring (the guest writes more records than it has descriptors): live RAM equals the full guest dmesg', async () => {
+    const vm = openLabVm(target.name);
+    const live = await openLabKernel(target.source_uri, target);
+    try {
+      const R = live.k.layout('printk_ringbuffer', [
+        'desc_ring.count_bits',
+        'desc_ring.head_id',
+        'text_data_ring.size_bits',
+      ]);
+      const before = await live.k.read((await live.k.globalValue('prb')) as bigint, R);
+      const count = 1 << before.num('desc_ring.count_bits');
+      const n = count + 256;
+      const tag = `pmi-wrap-${Math.random().toString(36).slice(2, 8)}`;
+      // level 7 (debug): not echoed on the console; one open of /dev/kmsg per record (its rate limit is per open)
+      const t0 = performance.now();
+      const w = await vm.run(`i=0; while [ $i -lt ${n} ]; do echo "<7>${tag} $i" > /dev/kmsg; i=$((i+1)); done`, {
+        timeoutMs: 300_000,
+      });
+      expect(w.exitCode).toBe(0);
+      const tWrite = performance.now() - t0;
+      const out = await vm.run('dmesg', { timeoutMs: 120_000 });
+      const guest = out.stdout.split('\n').filter((l) => l.length > 0);
+      const r = await readKernelLog(live.k);
+      const after = await live.k.read((await live.k.globalValue('prb')) as bigint, R);
+      expect(r.warnings).toEqual([]);
+      const lines = r.records.flatMap(dmesgLines);
+      // the ring wrapped: the boot records are gone, the oldest record is one of ours
+      expect(r.records[0].seq).toBeGreaterThan(0);
+      expect(r.records.some((x) => /^Linux version /.test(x.text))).toBe(false);
+      expect(r.records.filter((x) => x.text.startsWith(tag + ' ')).length).toBeGreaterThan(count / 2);
+      expect(r.records.filter((x) => x.text.startsWith(tag + ' ')).at(-1)?.text).toBe(`${tag} ${n - 1}`);
+      // ours equals the guest's dmesg from the first record both have: the guest's may start later (busybox
+      // reads the newest records that fit log_buf_len bytes once formatted) or earlier (records logged
+      // between the two reads overwrote a few); ours was read last, so it holds all of the guest's
+      const iOurs = lines.indexOf(guest[0]);
+      const iGuest = guest.indexOf(lines[0]);
+      expect(iOurs >= 0 || iGuest >= 0, `no common first line: ${lines[0]} / ${guest[0]}`).toBe(true);
+      const [ours, theirs] = iOurs >= 0 ? [lines.slice(iOurs), guest] : [lines, guest.slice(iGuest)];
+      expect(iOurs >= 0 ? 0 : iGuest).toBeLessThanOrEqual(20);
+      expect(theirs.length).toBeGreaterThan(count / 2);
+      expect(ours.slice(0, theirs.length)).toEqual(theirs);
+      expect(ours.length - theirs.length).toBeLessThanOrEqual(20);
+      const gaps = r.records.flatMap((x, i) => (i > 0 && x.seq !== r.records[i - 1].seq + 1 ? [x.seq] : []));
+      expect(gaps).toEqual([]);
+      const hex = (v: bigint) => '0x' + v.toString(16);
+      process.stderr.write(
+        `[printk] ${target.id}: ${n} records written in ${tWrite.toFixed(0)} ms; ring of ${count} descriptors, ` +
+          `2^${after.num('text_data_ring.size_bits')} data bytes; head_id ${hex(before.ptr('desc_ring.head_id'))} → ` +
+          `${hex(after.ptr('desc_ring.head_id'))}; ${r.records.length} records read (seq ${r.records[0].seq}..${r.records.at(-1)!.seq}), ` +
+          `${guest.length} guest dmesg lines (the first common line is our ${iOurs >= 0 ? iOurs : 0}th, the guest's ${iOurs >= 0 ? 0 : iGuest}th)\n`,
+      );
+    } finally {
+      await live.mem.close();
     }
   });
 });

@@ -122,7 +122,19 @@ interface RecSpec {
  * wrap), data blocks {id, text} at lpos positions, a block that does not fit at the end of the data
  * ring is placed at index 0 with begin in the previous wrap.
  */
-function buildRing(recs: RecSpec[], o: { countBits?: number; sizeBits?: number; firstId?: bigint } = {}) {
+function buildRing(
+  recs: RecSpec[],
+  o: {
+    countBits?: number;
+    sizeBits?: number;
+    firstId?: bigint;
+    /** lpos of the first block (the kernel starts at −size: BLK0_LPOS). */
+    firstLpos?: bigint;
+    /** A block ending exactly at the ring's end stays there (kernels with is_blk_wrapped()) instead of
+     * being wrapped to the start (older kernels). */
+    fitAtEnd?: boolean;
+  } = {},
+) {
   const btf = prbBtf();
   const m = new Mem();
   const countBits = o.countBits ?? 4;
@@ -136,7 +148,8 @@ function buildRing(recs: RecSpec[], o: { countBits?: number; sizeBits?: number; 
   const prbPtr = m.alloc(8);
   m.u64(prbPtr, prb);
   let id = o.firstId ?? ID_MASK - 5n;
-  let lpos = BigInt(size) * 3n + 128n; // some wraps in
+  let lpos = o.firstLpos ?? BigInt(size) * 3n + 128n; // some wraps in
+  const u64 = (v: bigint) => BigInt.asUintN(64, v); // lpos are unsigned longs
   const ids: bigint[] = [];
   recs.forEach((r, seq) => {
     const idx = Number(id & BigInt(count - 1));
@@ -150,9 +163,11 @@ function buildRing(recs: RecSpec[], o: { countBits?: number; sizeBits?: number; 
       const blk = 8 + ((text.length + 7) & ~7);
       begin = lpos;
       const wrapOf = (l: bigint) => l >> BigInt(sizeBits);
-      if (wrapOf(begin) === wrapOf(begin + BigInt(blk))) next = begin + BigInt(blk);
-      else next = ((begin + BigInt(blk)) & ~BigInt(size - 1)) + BigInt(blk);
-      const at = wrapOf(begin) === wrapOf(next) ? Number(begin & BigInt(size - 1)) : 0;
+      const end = u64(begin + BigInt(blk));
+      // get_next_lpos(): a block that does not fit before the ring's end is stored at its start
+      if (wrapOf(begin) === wrapOf(o.fitAtEnd ? u64(end - 1n) : end)) next = end;
+      else next = u64((end & ~BigInt(size - 1)) + BigInt(blk));
+      const at = wrapOf(begin) === wrapOf(u64(next - 1n)) ? Number(begin & BigInt(size - 1)) : 0;
       m.u64(data + BigInt(at), id);
       m.bytes(data + BigInt(at + 8), text);
       lpos = next;
@@ -204,6 +219,23 @@ describe('lockless printk ring', () => {
     expect(r.records[2].tsNsec).toBe(1_002_469_134n);
     expect(r.nextSeq).toBe(12);
     expect(dmesgLines(r.records[2])).toEqual(['[    1.002469] line 2 xx']);
+  });
+
+  it('reads blocks across the lpos overflow at 2^64 (lpos start at −size) and blocks ending exactly at the ring end, either placement', async () => {
+    // 16-byte blocks: one ends exactly at the ring's end (and at 2^64); 24-byte blocks: one straddles it
+    for (const [text, fitAtEnd] of [
+      ['r', false],
+      ['r', true],
+      ['long-rec', false],
+      ['long-rec', true],
+    ] as const) {
+      const recs = Array.from({ length: 40 }, (_, i) => ({ text: `${text}${i}`.slice(-(text.length + 1)) }));
+      // a 1 KiB data ring, lpos starting half a ring before 2^64 (a wrap boundary): 40 records fit
+      const { k } = buildRing(recs, { countBits: 6, sizeBits: 10, firstLpos: BigInt.asUintN(64, -512n), fitAtEnd });
+      const r = await readKernelLog(k);
+      expect(r.warnings, `${text} fitAtEnd ${fitAtEnd}`).toEqual([]);
+      expect(r.records.map((x) => x.text)).toEqual(recs.map((x) => x.text));
+    }
   });
 
   it('formats timestamps as dmesg does', () => {

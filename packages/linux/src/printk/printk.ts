@@ -276,7 +276,10 @@ class PrbReader {
     return { records, nextSeq, pending };
   }
 
-  /** get_data(): the text of a data block, or undefined for an illegal block description. */
+  /**
+   * get_data(): the text of a data block, or undefined for an illegal block description. Logical
+   * positions are unsigned longs (mod 2^64), as in the kernel.
+   */
   private blockText(
     dv: DataView,
     sizeBits: number,
@@ -287,14 +290,21 @@ class PrbReader {
     textLen: number,
   ): string | undefined {
     if (begin & 1n && next & 1n) return begin === 3n && next === 3n ? '' : undefined; // data-less
+    const u64 = (v: bigint) => BigInt.asUintN(64, v);
     const wraps = (lpos: bigint) => lpos >> BigInt(sizeBits);
     const index = (lpos: bigint) => Number(lpos & BigInt(size - 1));
+    // is_blk_wrapped(): the block's last byte (next − 1) lies in another wrap than its first. Kernels
+    // that place a block ending exactly at the ring's end there (next at the next wrap's start) need
+    // the − 1; older ones wrap such a block, so for them it is the same as comparing next's wrap.
+    const wrapped = (b: bigint, n: bigint) => wraps(b) !== wraps(u64(n - 1n));
     let start: number;
     let len: number;
-    if (wraps(begin) === wraps(next) && begin < next) {
+    if (!wrapped(begin, next) && u64(next - begin) > 0n && u64(next - begin) <= BigInt(size)) {
       start = index(begin);
-      len = Number(next - begin);
-    } else if (wraps(begin + BigInt(size)) === wraps(next)) {
+      len = Number(u64(next - begin));
+    } else if (!wrapped(u64(begin + BigInt(size)), next)) {
+      // one wrap behind: the data is at the ring's start. The first wrap is also where lpos (which
+      // start at −size) overflow 2^64: begin 0xffff…ffe0, next 0x20
       start = 0;
       len = index(next);
     } else return undefined;
