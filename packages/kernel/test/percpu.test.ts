@@ -9,40 +9,17 @@ import { PmiError } from '@pmi/core';
 import {
   CountingMemory,
   KernelObjects,
-  PageTableBuilder,
   SymbolTableBuilder,
   X86Paging,
   cpumaskBits,
   parseBtf,
+  KernelScratchMemory,
 } from '@pmi/kernel';
 import { BtfBuilder } from './fixtures/btf/builder.js';
 
 const BASE = 0xffff888000000000n;
-const PA0 = 0x200000;
 
-class Mem {
-  readonly pt = new PageTableBuilder({ levels: 4, ramSize: 8 << 20 });
-  readonly dv = new DataView(this.pt.ram.buffer);
-  private next = 0x1000n;
-  constructor() {
-    this.pt.map(BASE, PA0, 4 << 20, { pageSize: '4K' });
-  }
-  alloc(size: number, align = 64): bigint {
-    this.next = (this.next + BigInt(align - 1)) & ~BigInt(align - 1);
-    const va = BASE + this.next;
-    this.next += BigInt(size);
-    return va;
-  }
-  private pa(va: bigint): number {
-    return Number(va - BASE) + PA0;
-  }
-  u64(va: bigint, v: bigint): void {
-    this.dv.setBigUint64(this.pa(va), BigInt.asUintN(64, v), true);
-  }
-  u32(va: bigint, v: number): void {
-    this.dv.setUint32(this.pa(va), v >>> 0, true);
-  }
-}
+class Mem extends KernelScratchMemory {}
 
 type Flavour =
   | 'datasec' // BTF VARs for current_task and runqueues

@@ -5,32 +5,16 @@
  * (with a cycle: partial, bounded).
  */
 import { describe, expect, it } from 'vitest';
-import { KernelObjects, PageTableBuilder, SymbolTableBuilder, X86Paging, parseBtf } from '@pmi/kernel';
+import { KernelObjects, SymbolTableBuilder, X86Paging, parseBtf, KernelScratchMemory } from '@pmi/kernel';
 import { BtfBuilder } from '../../kernel/test/fixtures/btf/builder.js';
 import { vmaAddresses } from '../src/index.js';
 
 const BASE = 0xffff888000000000n;
-const PA0 = 0x200000;
 const ULONG_MAX = (1n << 64n) - 1n;
 
-class Mem {
-  readonly pt = new PageTableBuilder({ levels: 4, ramSize: 8 << 20 });
-  readonly dv = new DataView(this.pt.ram.buffer);
-  private next = 0x1000n;
+class Mem extends KernelScratchMemory {
   constructor() {
-    this.pt.map(BASE, PA0, 4 << 20, { pageSize: '4K' });
-  }
-  alloc(size: number, align = 256): bigint {
-    this.next = (this.next + BigInt(align - 1)) & ~BigInt(align - 1);
-    const va = BASE + this.next;
-    this.next += BigInt(size);
-    return va;
-  }
-  u64(va: bigint, v: bigint): void {
-    this.dv.setBigUint64(Number(va - BASE) + PA0, BigInt.asUintN(64, v), true);
-  }
-  u8(va: bigint, v: number): void {
-    this.dv.setUint8(Number(va - BASE) + PA0, v);
+    super({ defaultAlign: 256 });
   }
 }
 

@@ -5,45 +5,11 @@
  * format description; corrupt rings give partial rows + warnings.
  */
 import { describe, expect, it } from 'vitest';
-import { KernelObjects, PageTableBuilder, SymbolTableBuilder, X86Paging, parseBtf } from '@pmi/kernel';
+import { KernelObjects, SymbolTableBuilder, X86Paging, parseBtf, KernelScratchMemory } from '@pmi/kernel';
 import { BtfBuilder } from '../../kernel/test/fixtures/btf/builder.js';
 import { dmesgLines, followKernelLog, formatTimestamp, readKernelLog, type LogRecord } from '../src/index.js';
 
-const BASE = 0xffff888000000000n;
-const PA0 = 0x200000;
-
-class Mem {
-  readonly pt = new PageTableBuilder({ levels: 4, ramSize: 8 << 20 });
-  readonly dv = new DataView(this.pt.ram.buffer);
-  private next = 0x1000n;
-  constructor() {
-    this.pt.map(BASE, PA0, 4 << 20, { pageSize: '4K' });
-  }
-  pa(va: bigint): number {
-    return Number(va - BASE) + PA0;
-  }
-  alloc(size: number, align = 64): bigint {
-    this.next = (this.next + BigInt(align - 1)) & ~BigInt(align - 1);
-    const va = BASE + this.next;
-    this.next += BigInt(size);
-    return va;
-  }
-  u64(va: bigint, v: bigint): void {
-    this.dv.setBigUint64(this.pa(va), BigInt.asUintN(64, v), true);
-  }
-  u32(va: bigint, v: number): void {
-    this.dv.setUint32(this.pa(va), v >>> 0, true);
-  }
-  u16(va: bigint, v: number): void {
-    this.dv.setUint16(this.pa(va), v, true);
-  }
-  u8(va: bigint, v: number): void {
-    this.dv.setUint8(this.pa(va), v);
-  }
-  bytes(va: bigint, b: Uint8Array): void {
-    this.pt.ram.set(b, this.pa(va));
-  }
-}
+class Mem extends KernelScratchMemory {}
 
 function kernel(m: Mem, btf: ReturnType<typeof parseBtf>, syms: [string, bigint][]): KernelObjects {
   const sb = new SymbolTableBuilder();

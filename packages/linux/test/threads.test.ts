@@ -7,7 +7,14 @@
  * - `thread_group only`: a kernel without `signal->thread_head` (the ring through the leader).
  */
 import { describe, expect, it } from 'vitest';
-import { CountingMemory, KernelObjects, PageTableBuilder, SymbolTableBuilder, X86Paging, parseBtf } from '@pmi/kernel';
+import {
+  CountingMemory,
+  KernelObjects,
+  SymbolTableBuilder,
+  X86Paging,
+  parseBtf,
+  KernelScratchMemory,
+} from '@pmi/kernel';
 import { BtfBuilder } from '../../kernel/test/fixtures/btf/builder.js';
 import { listTasks, PF_KTHREAD, PF_WQ_WORKER } from '../src/index.js';
 
@@ -114,37 +121,7 @@ function buildBtf(f: Flavour) {
   return parseBtf(b.build());
 }
 
-const BASE = 0xffff888000000000n;
-const PA0 = 0x200000;
-
-class Mem {
-  readonly pt = new PageTableBuilder({ levels: 4, ramSize: 8 << 20 });
-  readonly dv = new DataView(this.pt.ram.buffer);
-  private next = 0x1000n;
-  constructor() {
-    this.pt.map(BASE, PA0, 4 << 20, { pageSize: '4K' });
-  }
-  alloc(size: number, align = 64): bigint {
-    this.next = (this.next + BigInt(align - 1)) & ~BigInt(align - 1);
-    const va = BASE + this.next;
-    this.next += BigInt(size);
-    return va;
-  }
-  private pa(va: bigint): number {
-    return Number(va - BASE) + PA0;
-  }
-  u64(va: bigint, v: bigint): void {
-    this.dv.setBigUint64(this.pa(va), BigInt.asUintN(64, v), true);
-  }
-  u32(va: bigint, v: number): void {
-    this.dv.setUint32(this.pa(va), v >>> 0, true);
-  }
-  str(va: bigint, s: string, size: number): void {
-    const b = new Uint8Array(size);
-    b.set(Buffer.from(s).subarray(0, size - 1));
-    this.pt.ram.set(b, this.pa(va));
-  }
-}
+class Mem extends KernelScratchMemory {}
 
 /** Circular list through `member` of the given nodes (a head list_head first). */
 function ring(m: Mem, nodes: bigint[]): void {
