@@ -10,6 +10,7 @@ import { openSource, type PhysicalMemory } from '@pmi/core';
 import '@pmi/sources';
 import { startAdapter } from '@pmi/nettlp';
 import { discoverKernel, KernelObjects, type DiscoveryHints } from '@pmi/kernel';
+import type { MapRow } from '../src/index.js';
 
 const hintsBySnapshot = new Map<string, Promise<DiscoveryHints>>();
 
@@ -70,4 +71,16 @@ export async function openSnapshotOverNettlp(target: {
     await source.close();
     throw e;
   }
+}
+
+/** A maps row as the guest's /proc/PID/maps prints it (start-end perms offset dev inode path, no padding on addresses). */
+export function procMapsLine(r: MapRow): string {
+  return [
+    `${r.start.slice(2)}-${r.end.slice(2)}`,
+    r.perms,
+    r.offset.slice(2).padStart(8, '0'),
+    r.dev,
+    String(r.inode),
+    r.path,
+  ].join(' ');
 }

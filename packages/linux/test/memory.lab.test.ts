@@ -15,22 +15,13 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import '@pmi/sources';
 import { openLabVm, type GroundTruth } from '@pmi/lab';
 import { findTask, listMaps, processArgs, processEnv, vmaAddresses, type MapRow } from '../src/index.js';
-import { openLabKernel } from './lab-kernel.js';
+import { openLabKernel, procMapsLine } from './lab-kernel.js';
 import { releaseAtLeast } from './lab-expect.js';
 
 const targets = inject('labTargets');
 const PMI = fileURLToPath(new URL('../../cli/bin/pmi.js', import.meta.url));
 
-/** A row as /proc/PID/maps prints it (start-end perms offset dev inode path), addresses without padding. */
-const asProc = (r: MapRow): string =>
-  [
-    `${r.start.slice(2)}-${r.end.slice(2)}`,
-    r.perms,
-    r.offset.slice(2).padStart(8, '0'),
-    r.dev,
-    String(r.inode),
-    r.path,
-  ].join(' ');
+const asProc = procMapsLine;
 const parseProcMaps = (text: string): string[] =>
   text
     .trim()

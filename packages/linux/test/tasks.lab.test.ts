@@ -14,7 +14,7 @@ import '@pmi/sources';
 import { discoverKernel, KernelObjects, type DiscoveredKernel, type DiscoveryHints } from '@pmi/kernel';
 import { startAdapter } from '@pmi/nettlp';
 import { openLabVm, WORKLOAD, type GroundTruth, type ThreadListing } from '@pmi/lab';
-import { openLabKernel } from './lab-kernel.js';
+import { openLabKernel, procMapsLine } from './lab-kernel.js';
 import {
   findTask,
   listMaps,
@@ -311,16 +311,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('processes, lab target %s'
       const t = await findTask(fresh.k, pid);
       const m = await listMaps(fresh.k, t.ptr('mm'));
       expect(m.partial).toBe(false);
-      const mine = m.rows.map((r) =>
-        [
-          `${r.start.slice(2)}-${r.end.slice(2)}`,
-          r.perms,
-          r.offset.slice(2).padStart(8, '0'),
-          r.dev,
-          String(r.inode),
-          r.path,
-        ].join(' '),
-      );
+      const mine = m.rows.map(procMapsLine);
       const theirs = mapsText
         .trim()
         .split('\n')
