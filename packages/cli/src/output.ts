@@ -22,15 +22,19 @@ export function printJson(doc: unknown): void {
   process.stdout.write(JSON.stringify(doc, null, 2) + '\n');
 }
 
-/** Print a list: JSON `{rows, warnings}` or an aligned plain-text table (warnings go to stderr). */
+/**
+ * Print a list: JSON `{rows, warnings, …extra}` or an aligned plain-text table (warnings go to stderr).
+ * `extra` carries what a view says about how it read the kernel (e.g. which tables), JSON only.
+ */
 export function printRows<Row extends object>(
   rows: Row[],
   columns: Column<Row>[],
   warnings: string[],
   out: OutputOptions,
+  extra: Record<string, unknown> = {},
 ): void {
   if (out.json) {
-    printJson({ rows, warnings });
+    printJson({ rows, warnings, ...extra });
     return;
   }
   const table = new Table({

@@ -69,6 +69,7 @@ export async function lsmodCommand(opts: KernelOptions): Promise<number> {
       ],
       warnings,
       { json: !!opts.json },
+      { layout: r.layout },
     );
     return r.warnings.length > 0 ? EXIT_PARTIAL : 0;
   });

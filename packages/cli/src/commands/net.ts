@@ -137,6 +137,7 @@ export async function netstatCommand(opts: KernelOptions): Promise<number> {
       ],
       warnings,
       { json: !!opts.json },
+      { tables: r.tables },
     );
     return r.warnings.length ? EXIT_PARTIAL : 0;
   });

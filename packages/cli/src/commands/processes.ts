@@ -140,7 +140,7 @@ export async function mapsCommand(pid: number, opts: KernelOptions): Promise<num
       throw new PmiError('E_NOT_FOUND', 'cli', `pid ${pid} has no address space (kernel thread or exited)`, { pid });
     }
     const r = await listMaps(k, t.ptr('mm'));
-    if (opts.json) printJson({ rows: r.rows, warnings: r.warnings });
+    if (opts.json) printJson({ rows: r.rows, warnings: r.warnings, method: r.method });
     else {
       const lines = r.rows.map((m) => {
         const head = `${m.start.slice(2).padStart(8, '0')}-${m.end.slice(2).padStart(8, '0')} ${m.perms} ${m.offset
