@@ -43,6 +43,11 @@ export default async function setup(project: TestProject): Promise<() => Promise
         });
         vms.push(vm);
         const truth = await vm.recordedTruth();
+        // What the guest kernel runs, by its own account: a kernel without CONFIG_X86_5LEVEL stays
+        // 4-level on an LA57 CPU (Debian 5.10) — a target of its own, not a failed boot.
+        const runs: 4 | 5 = truth.la57 ? 5 : 4;
+        if (runs !== paging)
+          log(`${name}: the CPU offers LA57 but ${fetched.release} runs ${runs}-level paging (no CONFIG_X86_5LEVEL)`);
         const snapshot_path = join(snapDir, `${name}.ram`);
         const snap = await vm.snapshot(snapshot_path);
         // the threads again right after the snapshot (workqueue workers rename with each work item)
@@ -55,7 +60,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
         targets[i] = {
           id: `${kernel}:${paging}${smp > 1 ? `:smp${smp}` : ''}`,
           kernel,
-          paging,
+          paging: runs,
+          cpu_la57: paging === 5,
           smp,
           packages: fetched.packages,
           substituted: fetched.substituted,

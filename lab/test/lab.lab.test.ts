@@ -51,7 +51,7 @@ describe.each(targets.map((t) => [t.id, t] as const))('lab target %s', (_id, tar
     const st = listLabVms().find((v) => v.name === target.name);
     expect(st).toBeDefined();
     expect(st!.status).toBe('ready');
-    expect(st!.paging).toBe(target.paging);
+    expect(st!.paging).toBe(target.cpu_la57 ? 5 : 4);
     expect(st!.machine).toBe('pc');
     expect(labSourceUri(st!)).toBe(`qemu:${st!.ram_path}?machine=pc`);
     expect(target.source_uri).toBe(labSourceUri(st!));
@@ -74,6 +74,13 @@ describe.each(targets.map((t) => [t.id, t] as const))('lab target %s', (_id, tar
     expect(t.iomem.some((r) => r.name === 'System RAM')).toBe(true);
     expect(t.iomem.some((r) => r.name === 'Kernel code' && BigInt(r.start) > 0n)).toBe(true);
     expect(t.la57).toBe(target.paging === 5);
+    if (target.cpu_la57 && !t.la57) {
+      // An LA57 CPU with a 4-level kernel: only right when the booted kernel was built without 5-level support.
+      const st = listLabVms().find((v) => v.name === target.name)!;
+      const config = readFileSync(st.vmlinuz.replace(/vmlinuz-/, 'config-'), 'utf8');
+      expect(config).toContain('# CONFIG_X86_5LEVEL is not set');
+    }
+    if (!target.cpu_la57) expect(t.la57).toBe(false);
   });
 
   it('ps has the workload: names, args, the non-root uid, kernel threads', () => {

@@ -4,7 +4,14 @@ export interface LabTarget {
   /** `<kernel>:<paging>[:smpN]`, e.g. "6.12:5" or "6.12:5:smp2". */
   id: string;
   kernel: string;
+  /**
+   * The paging mode the guest kernel runs, from its own /proc/cpuinfo (`la57`). Equal to the matrix
+   * entry's, except for a kernel built without CONFIG_X86_5LEVEL (Debian's 5.10) on an LA57 CPU: it
+   * runs 4-level, and pmi must find 4 levels there.
+   */
   paging: 4 | 5;
+  /** The CPU QEMU offered had LA57 (the matrix entry asked for 5-level). */
+  cpu_la57: boolean;
   /** vCPUs (`-smp`). */
   smp: number;
   /** The Debian packages booted (sid: linux-binary-* + linux-modules-*) and, when the pinned one had left
