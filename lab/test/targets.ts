@@ -51,7 +51,8 @@ declare module 'vitest' {
 }
 
 /**
- * Every lab kernel in both paging modes; one target per kernel boots with two vCPUs (per-CPU data,
+ * Every lab kernel on a 4-level and an LA57 CPU (5-level paging, except 5.10: Debian builds it without
+ * CONFIG_X86_5LEVEL, so it runs 4-level there); one target per kernel boots with two vCPUs (per-CPU data,
  * run queues). Two SMP guests booting at once are four vCPU threads on two cores: the global setup
  * boots at most two guests at a time and they idle (HLT) once ready.
  */
