@@ -547,7 +547,7 @@ export async function startLabVm(opts: StartOptions): Promise<LabVm> {
     if (!st.pid) throw failure(`cannot start qemu-system-x86_64: ${spawnError?.message ?? 'no pid'}`);
     await writeState(st);
     log(
-      `pmi-lab: booting ${name} (${spec.id}: ${kernel.packages.join(' + ')} ${kernel.version}, ${paging}-level paging, ${smp} vCPU, ${formatBytes(memory)})` +
+      `pmi-lab: booting ${name} (${spec.id}: ${kernel.packages.join(' + ')} ${kernel.version}, ${paging === 5 ? 'LA57 CPU (5-level paging where the kernel has it)' : '4-level paging'}, ${smp} vCPU, ${formatBytes(memory)})` +
         (kernel.substituted ? ` — ${kernel.substituted}` : ''),
     );
     // Wait for the command loop's READY line on the console.
