@@ -82,7 +82,14 @@ describe.each(targets.map((t) => [t.id, t] as const))('paging on lab target %s',
     const pa = await wrong.translate(banner).catch(() => -1);
     expect(pa < 0 || !ram.subarray(pa, pa + BANNER.length).equals(BANNER)).toBe(true);
     if (target.paging === 4) {
-      expect(found[5]).toEqual([]);
+      // No page the 4-level walk uses as its top table walks as 5-level. (Some other page may, by
+      // coincidence: on a 7.2 SMP guest one did — a table whose entries 511/511/… happened to lead to
+      // the banner — so the claim is about the kernel's tables, not every page in RAM.)
+      expect(found[5]).not.toContain(dtb);
+      if (found[5].length)
+        process.stderr.write(
+          `[paging] ${target.id}: 5-level walks from other pages: ${found[5].map((x) => x.toString(16)).join(' ')}\n`,
+        );
     } else {
       // A 4-level walk does succeed from the P4D table under PML5[511]: it is a complete PML4 for
       // the top 512 GiB (VA bits 39–47 index both the same way). Every 4-level hit is such a
