@@ -64,7 +64,7 @@ export interface KernelFacts {
   kaslrSlide: bigint;
   /** Link-time `_text` (runtime `_text` − slide): from VMCOREINFO's KERNELOFFSET, else assumed LINK_TEXT. */
   linkText: bigint;
-  /** How the slide was found ('vmcoreinfo' or 'assumed'). */
+  /** How the slide was found: the kernel's VMCOREINFO, the symbol file's link-time addresses, or assumed LINK_TEXT. */
   kaslrSource: 'vmcoreinfo' | 'file' | 'assumed';
   /** Kernel's `phys_base` (image VA → PA: pa = va − __START_KERNEL_map + phys_base). */
   physBase: number;
@@ -420,32 +420,21 @@ export async function discoverKernel(mem: PhysicalMemory, opts: DiscoverOptions 
           startBtf !== undefined && stopBtf !== undefined && stopBtf > startBtf
             ? { start: imageVaToPhys(startBtf, physBase), end: imageVaToPhys(stopBtf, physBase) }
             : undefined;
+        // A named place is tried alone (hintOnly); when it does not validate, say so and fall back.
+        const tryAt = (start: number, end: number, what: string, maxSize?: number) =>
+          locateBtf(mem, { hint: { start, end }, hintOnly: true, maxSize }).catch((e: unknown) => {
+            warnings.push(`BTF ${what} ${hex(start)} did not validate (${(e as Error).message}); scanning`);
+            return undefined;
+          });
         const bh = opts.hints?.btfPhys;
-        const atSection = own
-          ? await locateBtf(mem, {
-              hint: { start: own.start, end: Math.min(own.end, own.start + 4096) },
-              hintOnly: true,
-              maxSize: own.end - own.start,
-            })
-              .then((l) => (l.physAddress === own.start ? l : undefined))
-              .catch((e: unknown) => {
-                warnings.push(
-                  `BTF at __start_BTF ${hex(own.start)} did not validate (${(e as Error).message}); scanning`,
-                );
-                return undefined;
-              })
+        const inSection = own
+          ? await tryAt(own.start, Math.min(own.end, own.start + 4096), 'at __start_BTF', own.end - own.start)
           : undefined;
+        // the section's blob starts exactly at __start_BTF; anything else found there is not it
+        const atSection = inSection?.physAddress === own?.start ? inSection : undefined;
         const located =
           atSection ??
-          (bh !== undefined
-            ? await locateBtf(mem, {
-                hint: { start: bh, end: bh + (opts.hints?.btfSize ?? 64 << 20) },
-                hintOnly: true,
-              }).catch(() => {
-                warnings.push(`BTF hint ${hex(bh)} did not validate; scanning`);
-                return undefined;
-              })
-            : undefined) ??
+          (bh !== undefined ? await tryAt(bh, bh + (opts.hints?.btfSize ?? 64 << 20), 'hint') : undefined) ??
           (await locateBtf(mem, { hint }));
         btf = located.btf;
         btfPhys = located.physAddress;
