@@ -155,11 +155,12 @@ export async function packageNames(apt: PrivateApt, prefix: string): Promise<str
 }
 
 /**
- * `apt-get download` of exact package names into dir, through the private configuration.
+ * `apt-get download` of exact package names into dir, through the private configuration (or the
+ * machine's own, with no options).
  * Returns the .deb paths in the order asked.
  */
 export async function downloadPackages(
-  apt: PrivateApt,
+  apt: Pick<PrivateApt, 'options'>,
   pkgs: readonly string[],
   dir: string,
   timeoutMs = APT_TIMEOUT_MS,

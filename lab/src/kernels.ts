@@ -1,16 +1,6 @@
 import { promises as fsp } from 'node:fs';
 import { basename, join } from 'node:path';
-import {
-  cacheRoot,
-  execChecked,
-  execProgram,
-  exists,
-  isPidAlive,
-  labError,
-  randomTag,
-  rmQuiet,
-  sleep,
-} from './util.js';
+import { cacheRoot, execChecked, exists, isPidAlive, labError, randomTag, rmQuiet, sleep } from './util.js';
 import {
   candidateVersion,
   compareKernelVersions,
@@ -146,6 +136,8 @@ export function kernelCacheDir(cacheDir = cacheRoot()): string {
 }
 
 let aptUpdated = false;
+/** The machine's own apt configuration: no `-o` overrides. */
+const MACHINE_APT = { options: [] } as const;
 
 /**
  * Download (apt-get download <exact packages>) and extract (dpkg-deb -x) a lab kernel into the
@@ -220,7 +212,7 @@ async function downloadFromMachine(
   opts.log?.(`pmi-lab: downloading ${spec.package}`);
   let deb: string;
   try {
-    deb = await aptDownload(spec.package, work, timeoutMs);
+    [deb] = await downloadPackages(MACHINE_APT, [spec.package], work, timeoutMs);
   } catch (e) {
     if (aptUpdated) throw e;
     opts.log?.(`pmi-lab: apt-get download failed; running apt-get update and retrying`);
@@ -232,7 +224,7 @@ async function downloadFromMachine(
       );
     });
     aptUpdated = true;
-    deb = await aptDownload(spec.package, work, timeoutMs);
+    [deb] = await downloadPackages(MACHINE_APT, [spec.package], work, timeoutMs);
   }
   return { debs: [deb], packages: [spec.package], suite: 'machine' };
 }
@@ -293,21 +285,6 @@ export function newestKernelAbi(names: readonly string[], pattern: RegExp): stri
     .filter((abi) => pattern.test(abi))
     .sort(compareKernelVersions)
     .at(-1);
-}
-
-async function aptDownload(pkg: string, dir: string, timeoutMs: number): Promise<string> {
-  const r = await execProgram('apt-get', ['download', pkg], { cwd: dir, timeoutMs });
-  const debs = (await fsp.readdir(dir)).filter((f) => f.endsWith('.deb'));
-  if (r.code !== 0 || debs.length !== 1) {
-    throw labError(
-      `apt-get download ${pkg} failed (exit ${r.code}): ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`,
-      {
-        package: pkg,
-        stderr: r.stderr.slice(-2000),
-      },
-    );
-  }
-  return join(dir, debs[0]);
 }
 
 /** Where the extracted packages keep the kernel: boot/vmlinuz-* + lib/modules, or usr/lib/modules/<rel>/vmlinuz. */
