@@ -92,13 +92,16 @@ describe.each(targets.map((t) => [t.id, t] as const))('typed kernel objects, lab
     const union = new Set([...inMem.keys(), ...inTruth.keys()]).size;
     expect(both.length / union).toBeGreaterThanOrEqual(0.95);
     // the matched processes agree on every column. comm: /proc shows a kernel thread's full name and
-    // a kworker's current workqueue ("kworker/0:1-rcu_gp"); task->comm holds 15 bytes of the name.
+    // a kworker's workqueue ("kworker/0:1-rcu_gp", "+" while it runs a work item, as wq_worker_comm
+    // writes it); task->comm holds 15 bytes of the name.
     const bad: string[] = [];
     for (const p of both) {
       const m = inMem.get(p.pid)!;
       const commOk =
         m.comm === p.comm ||
-        (p.kernel_thread && p.comm.startsWith(m.comm) && (m.comm.length === 15 || p.comm[m.comm.length] === '-'));
+        (p.kernel_thread &&
+          p.comm.startsWith(m.comm) &&
+          (m.comm.length === 15 || p.comm[m.comm.length] === '-' || p.comm[m.comm.length] === '+'));
       const want = { pid: p.pid, ppid: p.ppid, uid: p.uid, gid: p.gid };
       const got = { pid: m.pid, ppid: m.ppid, uid: m.uid, gid: m.gid };
       if (!commOk || JSON.stringify(got) !== JSON.stringify(want))

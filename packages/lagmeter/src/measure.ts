@@ -90,6 +90,12 @@ export interface Summary {
     /** Host capture − abs-capture-time capture timestamp (the sender's own clock, no RTCP estimate),
      * frames whose RTP timestamp a getSynchronizationSources sample caught (~1 per stats interval). */
     abs_capture_minus_pixel: Dist;
+    /** |(host capture − abs-capture-time) − its run median| per frame: how far each frame is from
+     * one per-stream constant. Chromium 156.0.8078.129 maps the source's frame timestamps to its
+     * clock with a per-stream offset (0–16 ms here, constant within a run), shared by every WebRTC
+     * capture time (abs-capture-time, rVFC, timing frames); the spread is what the pixel stamps must
+     * match per frame. */
+    abs_capture_spread: Dist;
     /** Pixel (host capture → decode end) − googTimingFrameInfo (capture → decode end), sampled frames. */
     timing_minus_pixel: Dist;
     capture_to_display_pixel: Dist;
@@ -502,6 +508,8 @@ export function analyze(raw: RawRun, runId = 'run', opts: AnalyzeOptions = {}): 
     const c = f.rtpTimestamp !== null ? absCapture.get(f.rtpTimestamp) : undefined;
     return c !== undefined ? f.capture - c : NaN;
   });
+  const absMedian = median(absMinusPixel);
+  const absSpread = absMinusPixel.map((d) => Math.abs(d - absMedian));
   const timingMinusPixel = per(sampled, (f) => {
     const t = f.rtpTimestamp !== null ? timing.get(f.rtpTimestamp) : undefined;
     return t ? f.capture - t.capture : NaN;
@@ -521,6 +529,7 @@ export function analyze(raw: RawRun, runId = 'run', opts: AnalyzeOptions = {}): 
     crosscheck: {
       rvfc_minus_pixel: dist(rvfcMinusPixel),
       abs_capture_minus_pixel: dist(absMinusPixel),
+      abs_capture_spread: dist(absSpread),
       timing_minus_pixel: dist(timingMinusPixel),
       capture_to_display_pixel: dist(per(frames, (f) => f.presented - f.capture)),
       capture_to_display_rvfc: dist(
