@@ -11,6 +11,7 @@ const alias = {
   '@pmi/nettlp': here('./packages/nettlp/src/index.ts'),
   '@pmi/kernel': here('./packages/kernel/src/index.ts'),
   '@pmi/linux': here('./packages/linux/src/index.ts'),
+  '@pmi/monitor': here('./packages/monitor/src/index.ts'),
   '@pmi/lab': here('./lab/src/index.ts'),
   lagmeter: here('./packages/lagmeter/src/index.ts'),
   '@pmi/cli': here('./packages/cli/src/index.ts'),

@@ -1,0 +1,3 @@
+// Integrity checks and the live monitor (layer above @pmi/linux, below the CLI): see docs/monitor.md.
+export const MONITOR_PACKAGE = '@pmi/monitor';
+export * from './model.js';
