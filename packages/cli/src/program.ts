@@ -13,6 +13,7 @@ import { registerProcessCommands } from './commands/processes.js';
 import { registerKernelViewCommands } from './commands/kernel-views.js';
 import { registerNetCommands } from './commands/net.js';
 import { registerCpuCommands } from './commands/cpus.js';
+import { registerMonitorCommands } from './commands/monitor.js';
 
 /** Commander argument parser adapter: our typed E_USAGE errors become commander usage errors (exit 2). */
 function arg<T>(parse: (text: string) => T): (text: string) => T {
@@ -172,6 +173,7 @@ export function buildProgram(
   registerNetCommands(program, run);
   registerProcessCommands(program, run);
   registerCpuCommands(program, run);
+  registerMonitorCommands(program, run);
   return program;
 }
 

@@ -1,0 +1,2 @@
+export * from './run-checks.js';
+export * from './registry.js';
