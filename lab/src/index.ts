@@ -53,3 +53,22 @@ export type {
 export { LabVm, startLabVm, openLabVm, stopAllLabVms, qemuArgs, parseMemory, PANIC_RE } from './vm.js';
 export type { StartOptions, Paging } from './vm.js';
 export { cacheRoot, stateDir } from './util.js';
+export {
+  fetchKernelHeaders,
+  buildRootkitModule,
+  rootkitBuildInfo,
+  loadRootkit,
+  startRootkitVictims,
+  parseRootkitLog,
+  rootkitInsmodArgs,
+  kernelAbi,
+  KernelHeadersUnsupportedError,
+  ROOTKIT_SOURCE_DIR,
+  ROOTKIT_MODULE_NAME,
+  type KernelHeaders,
+  type RootkitBuild,
+  type RootkitBuildOptions,
+  type RootkitParams,
+  type RootkitLoadResult,
+  type RootkitLog,
+} from './rootkit.js';
