@@ -81,23 +81,27 @@ async function symbolFile(opts: KernelOptions): Promise<{ table?: SymbolTable; n
 export async function withKernel<T>(
   opts: KernelOptions,
   fn: (k: DiscoveredKernel) => Promise<T>,
-  discover: { noTypes?: boolean } = {},
+  discover: { noTypes?: boolean; writable?: boolean } = {},
 ): Promise<T> {
   const file = await symbolFile(opts);
   const { uri } = await resolveSourceUri(opts);
   const useCache = opts.cache !== false;
-  return withTarget(opts, async (mem) => {
-    const k = await discoverKernel(mem, {
-      symbolFile: file.table,
-      symbolFileName: file.name,
-      btfFile: opts.btf,
-      prefer: opts.preferFile ? 'file' : 'memory',
-      noTypes: discover.noTypes,
-      hints: useCache ? loadHints(uri) : undefined,
-    });
-    if (useCache) saveHints(uri, { ...loadHints(uri), ...stripUndefined(k.facts.hints) });
-    return fn(k);
-  });
+  return withTarget(
+    opts,
+    async (mem) => {
+      const k = await discoverKernel(mem, {
+        symbolFile: file.table,
+        symbolFileName: file.name,
+        btfFile: opts.btf,
+        prefer: opts.preferFile ? 'file' : 'memory',
+        noTypes: discover.noTypes,
+        hints: useCache ? loadHints(uri) : undefined,
+      });
+      if (useCache) saveHints(uri, { ...loadHints(uri), ...stripUndefined(k.facts.hints) });
+      return fn(k);
+    },
+    discover.writable,
+  );
 }
 
 function stripUndefined(h: DiscoveryHints): DiscoveryHints {

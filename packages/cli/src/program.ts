@@ -14,6 +14,7 @@ import { registerKernelViewCommands } from './commands/kernel-views.js';
 import { registerNetCommands } from './commands/net.js';
 import { registerCpuCommands } from './commands/cpus.js';
 import { registerMonitorCommands } from './commands/monitor.js';
+import { registerWatchCommands } from './commands/watch.js';
 
 /** Commander argument parser adapter: our typed E_USAGE errors become commander usage errors (exit 2). */
 function arg<T>(parse: (text: string) => T): (text: string) => T {
@@ -174,6 +175,7 @@ export function buildProgram(
   registerProcessCommands(program, run);
   registerCpuCommands(program, run);
   registerMonitorCommands(program, run);
+  registerWatchCommands(program, run);
   return program;
 }
 

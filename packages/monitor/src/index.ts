@@ -13,3 +13,4 @@ export * from './store/sink.js';
 export { SCHEMA_VERSION, PMI_APPLICATION_ID } from './store/schema.js';
 export * from './metrics/metrics.js';
 export * from './metrics/server.js';
+export * from './repair/index.js';

@@ -73,6 +73,8 @@ function describeTarget(d: DiscoveredKernel, b: KernelImageBounds, va: bigint): 
   return `${names[0] ?? symbolOf(d, va)} (${vaHex(va)}, ${where})`;
 }
 
+const decodeMemo = new Map<string, ReturnType<typeof decodeDispatch>>();
+
 async function observe(ctx: CheckContext, warnings: string[]): Promise<Observed[]> {
   const { d } = ctx;
   const out: Observed[] = [];
@@ -82,7 +84,14 @@ async function observe(ctx: CheckContext, warnings: string[]): Promise<Observed[
     if (disp) {
       try {
         const bytes = await readKernel(d, disp.va, disp.size);
-        const dec = decodeDispatch(bytes, disp.va, MAX_SYSCALLS);
+        // decoding is the costly part of a pass (~50 ms): once per distinct body
+        const memoKey = `${a.dispatcher}:${disp.va}:${sha256Hex(bytes)}`;
+        let dec = decodeMemo.get(memoKey);
+        if (!dec) {
+          dec = decodeDispatch(bytes, disp.va, MAX_SYSCALLS);
+          if (decodeMemo.size > 16) decodeMemo.clear();
+          decodeMemo.set(memoKey, dec);
+        }
         for (const u of dec.undecoded.slice(0, 3))
           warnings.push(`${a.dispatcher}+0x${u.at.toString(16)}: ${u.reason} (byte 0x${u.byte.toString(16)})`);
         if (dec.conflicts.length)

@@ -21,7 +21,7 @@ import type { DiscoveredKernel, KernelObjects } from '@pmi/kernel';
 import type { Finding } from '../model.js';
 import { vaHex } from '../model.js';
 import type { Check, CheckOutcome } from './types.js';
-import { fromBase64, imageBounds, inCoreText, readKernel, symbolOf, toBase64 } from './kernel-memory.js';
+import { fromBase64, imageBounds, inCoreText, readKernel, symbolOf, symbolSize, toBase64 } from './kernel-memory.js';
 
 const PAGE = 4096;
 const NOP5 = [
@@ -34,7 +34,8 @@ const NOP2 = [
   [0x8b, 0xc0],
 ];
 
-export type PatchSiteKind = 'static_key' | 'ftrace';
+/** `covered`: bytes another check compares exactly (syscall tables, dispatchers): masked, not judged here. */
+export type PatchSiteKind = 'static_key' | 'ftrace' | 'covered';
 
 export interface PatchSite {
   va: bigint;
@@ -106,6 +107,19 @@ export async function findPatchSites(d: DiscoveredKernel, k: KernelObjects, warn
       warnings.push(`ftrace records unreadable (${(e as Error).message}): ftrace sites are not masked`);
     }
   }
+  // the syscall tables and dispatchers are compared byte for byte by the syscalls check (which names
+  // the entry); leave them out of the page hashes so one change raises one alert, not two
+  for (const name of [
+    'sys_call_table',
+    'ia32_sys_call_table',
+    'x32_sys_call_table',
+    'x64_sys_call',
+    'ia32_sys_call',
+    'x32_sys_call',
+  ]) {
+    const r = symbolSize(d, name, 1 << 16);
+    if (r) sites.push({ va: r.va, len: r.size, kind: 'covered' });
+  }
   sites.sort((a, b) => (a.va < b.va ? -1 : a.va > b.va ? 1 : 0));
   return sites;
 }
@@ -175,7 +189,7 @@ export function hashPages(
       const site = sites[s];
       const off = Number(site.va - va);
       // judge every site on the page's real bytes, then mask it
-      if (off >= 0 && off + site.len <= PAGE) {
+      if (site.kind !== 'covered' && off >= 0 && off + site.len <= PAGE) {
         const p = siteProblem(d, site, original, off);
         if (p) problems.push({ site, problem: p });
       }
@@ -206,7 +220,7 @@ export interface TextBaseline {
   pages: number;
   /** base64 of the concatenated 32-byte SHA-256 digests (masked pages), in span order. */
   digests: string;
-  sites: { static_key: number; ftrace: number };
+  sites: { covered: number; static_key: number; ftrace: number };
 }
 
 function siteFinding(d: DiscoveredKernel, p: { site: PatchSite; problem: string }): Finding {
@@ -313,6 +327,7 @@ export const textCheck: Check = {
       pages: layout.pages,
       digests: toBase64(digests),
       sites: {
+        covered: sites.filter((s) => s.kind === 'covered').length,
         static_key: sites.filter((s) => s.kind === 'static_key').length,
         ftrace: sites.filter((s) => s.kind === 'ftrace').length,
       },
