@@ -4,3 +4,4 @@ export * from './state.js';
 export * from './boottime.js';
 export * from './prefetch.js';
 export * from './proc-comm.js';
+export * from './pid-idr.js';
