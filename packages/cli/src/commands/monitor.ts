@@ -2,7 +2,9 @@
  * Integrity commands (docs/cli.md "Integrity"): `pmi check`, `pmi baseline`, and (in watch.ts)
  * `pmi watch`, `pmi alerts`, `pmi repair`. Thin: the checks live in @pmi/monitor.
  */
+import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
+import { PmiError } from '@pmi/core';
 import {
   ALL_CHECKS,
   baselineMismatch,
@@ -11,6 +13,7 @@ import {
   readBaseline,
   runChecks,
   selectChecks,
+  vmlinuzCheck,
   writeBaseline,
   type Baseline,
   type Finding,
@@ -24,6 +27,18 @@ type Run = (action: () => Promise<number>) => Promise<void>;
 export interface CheckOptions extends KernelOptions {
   baseline?: string;
   checks?: string;
+  vmlinuz?: string;
+}
+
+/** The checks to run: the registry (or --checks), plus the on-disk comparison with --vmlinuz. */
+export function checksFor(opts: CheckOptions) {
+  const checks = selectChecks(list(opts.checks));
+  if (opts.vmlinuz) {
+    if (!existsSync(opts.vmlinuz))
+      throw new PmiError('E_USAGE', 'cli', `--vmlinuz ${opts.vmlinuz}: no such file`, { path: opts.vmlinuz });
+    checks.push(vmlinuzCheck(opts.vmlinuz));
+  }
+  return checks;
 }
 
 const list = (s: string | undefined) =>
@@ -33,7 +48,7 @@ const list = (s: string | undefined) =>
     .filter(Boolean);
 
 export async function checkCommand(opts: CheckOptions): Promise<number> {
-  const checks = selectChecks(list(opts.checks));
+  const checks = checksFor(opts);
   const base: Baseline | undefined = opts.baseline ? readBaseline(opts.baseline) : undefined;
   const { uri } = await resolveSourceUri(opts);
   return withKernel(opts, async (d) => {
@@ -97,7 +112,7 @@ export async function checkCommand(opts: CheckOptions): Promise<number> {
 }
 
 export async function baselineCommand(opts: CheckOptions & { out: string }): Promise<number> {
-  const checks = selectChecks(list(opts.checks));
+  const checks = checksFor(opts);
   const { uri } = await resolveSourceUri(opts);
   return withKernel(opts, async (d) => {
     const pass = await runChecks(checkContext(d), checks, undefined, uri);
@@ -128,6 +143,10 @@ export function registerMonitorCommands(program: Command, run: Run): void {
     )
     .option('--baseline <file>', 'compare with a baseline written by `pmi baseline` (default: first observation)')
     .option('--checks <ids>', `comma-separated subset (${known})`)
+    .option(
+      '--vmlinuz <file>',
+      'also compare kernel text and rodata with this on-disk kernel (bzImage) after relocation',
+    )
     .action((_o, cmd: Command) => run(() => checkCommand(cmd.optsWithGlobals())));
   program
     .command('baseline')

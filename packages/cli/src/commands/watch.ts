@@ -14,7 +14,6 @@ import {
   parseListenAddress,
   planRepair,
   readBaseline,
-  selectChecks,
   startMetricsServer,
   StoreSink,
   Watcher,
@@ -26,6 +25,7 @@ import {
   type MonitorStore,
 } from '@pmi/monitor';
 import { resolveSourceUri, withTarget } from '../context.js';
+import { checksFor } from './monitor.js';
 import { withKernel, type KernelOptions } from '../kernel-context.js';
 import { printJson, printRows } from '../output.js';
 
@@ -40,6 +40,7 @@ export interface WatchCommandOptions extends KernelOptions {
   budget: number;
   baseline?: string;
   checks?: string;
+  vmlinuz?: string;
 }
 
 /** Text lines on stdout, like `dmesg --follow`: one per alert and per event. */
@@ -70,12 +71,7 @@ function openStoreFor(db: string | false | undefined): MonitorStore | undefined 
 }
 
 export async function watchCommand(opts: WatchCommandOptions): Promise<number> {
-  const checks = selectChecks(
-    opts.checks
-      ?.split(',')
-      .map((s) => s.trim())
-      .filter(Boolean),
-  );
+  const checks = checksFor(opts);
   const baseline: Baseline | undefined = opts.baseline ? readBaseline(opts.baseline) : undefined;
   const { uri } = await resolveSourceUri(opts);
   const sinks: AlertSink[] = [];
@@ -287,6 +283,7 @@ export function registerWatchCommands(program: Command, run: Run): void {
     .option('--budget <MB/s>', 'read budget for the heavy checks (text hashes, cross-views)', num('--budget', 0.01), 32)
     .option('--baseline <file>', 'baseline from `pmi baseline` (default: the first observation)')
     .option('--checks <ids>', `comma-separated subset (${known})`)
+    .option('--vmlinuz <file>', 'also compare text with this on-disk kernel on the heavy schedule')
     .action((_o, cmd: Command) => run(() => watchCommand(cmd.optsWithGlobals())));
   program
     .command('alerts')
