@@ -7,8 +7,18 @@ import type { Check } from '../checks/types.js';
 import { syscallCheck } from '../checks/syscalls.js';
 import { idtCheck } from '../checks/idt.js';
 import { textCheck } from '../checks/text.js';
+import { hiddenProcessesCheck } from '../checks/processes.js';
+import { credentialsCheck } from '../checks/credentials.js';
+import { hiddenModulesCheck } from '../checks/modules.js';
 
-export const ALL_CHECKS: readonly Check[] = [syscallCheck, idtCheck, textCheck];
+export const ALL_CHECKS: readonly Check[] = [
+  syscallCheck,
+  idtCheck,
+  textCheck,
+  hiddenProcessesCheck,
+  credentialsCheck,
+  hiddenModulesCheck,
+];
 
 /** Checks by id (`--checks a,b`); unknown ids are a usage error naming the known ones. */
 export function selectChecks(ids: readonly string[] | undefined, all: readonly Check[] = ALL_CHECKS): Check[] {
