@@ -48,3 +48,4 @@ export {
   type ModuleView,
   type ModulesState,
 } from './checks/modules.js';
+export * from './checks/hooks.js';
