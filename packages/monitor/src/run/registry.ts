@@ -10,6 +10,7 @@ import { textCheck } from '../checks/text.js';
 import { hiddenProcessesCheck } from '../checks/processes.js';
 import { credentialsCheck } from '../checks/credentials.js';
 import { hiddenModulesCheck } from '../checks/modules.js';
+import { hooksCheck } from '../checks/hooks.js';
 
 export const ALL_CHECKS: readonly Check[] = [
   syscallCheck,
@@ -18,6 +19,7 @@ export const ALL_CHECKS: readonly Check[] = [
   hiddenProcessesCheck,
   credentialsCheck,
   hiddenModulesCheck,
+  hooksCheck,
 ];
 
 /** Checks by id (`--checks a,b`); unknown ids are a usage error naming the known ones. */
