@@ -490,6 +490,7 @@ describe('compareWithVmlinuz on a synthetic kernel', () => {
       new: 'e900010000',
     });
     expect(out.findings[2].evidence).toContain('not a patch site');
+    expect(out.findings[2].evidence).toContain('(= __do_f5)');
   });
 
   it('refuses an image that is not the running kernel (banner) without flagging', async () => {

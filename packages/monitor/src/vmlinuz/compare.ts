@@ -57,6 +57,8 @@ export interface FlaggedRange {
   memory: string;
   /** Site kinds the range overlaps whose allowed forms the bytes did not match. */
   sites: SiteKind[];
+  /** Other symbols at the same address as `symbol`'s (aliases such as `__do_sys_…`). */
+  aliases?: string[];
 }
 
 export interface VmlinuzStats {
@@ -75,6 +77,8 @@ export interface VmlinuzStats {
   gapBytes: number;
   /** mcount sites that call into ftrace (tracing on) rather than a NOP. */
   ftraceEnabledSites: number;
+  /** Values read from kernel memory that sites were judged against (0 = that kind fell back to looser forms). */
+  memoryValues: { staticCallKeys: number; pvOpsSlots: number; directCallSlots: number; runtimeConsts: number };
   flagged: { ranges: number; bytes: number; list: FlaggedRange[] };
   ms: {
     read: number;
@@ -304,6 +308,8 @@ export async function compareWithVmlinuz(
     l.push(s);
   }
   const changedSites: Site[] = [];
+  const partly = new Uint8Array(W);
+  const unexplainedSites = new Set<Site>();
   for (const kind of SITE_KINDS) {
     for (const s of byKind.get(kind) ?? []) {
       const a = s.pos - win0;
@@ -312,16 +318,26 @@ export async function compareWithVmlinuz(
       if (!changed) continue;
       changedSites.push(s);
       if (judge.ok(s)) for (let i = a; i < a + s.len; i++) explained[i] = diff[i];
+      else {
+        // not an allowed form as a whole: bytes that agree with the closest allowed form are not the
+        // tampering (a 5-byte jmp over an endbr + NOP5 leaves the NOP5's tail, which the boot wrote)
+        const form = judge.closest(s);
+        if (form) for (let i = 0; i < s.len; i++) if (diff[a + i] && memW[a + i] === form[i]) partly[a + i] = 1;
+      }
     }
   }
   for (const s of changedSites) {
-    const k = kinds[s.kind];
-    k.changed++;
     const a = s.pos - win0;
     let all = true;
     for (let i = a; i < a + s.len; i++) if (diff[i] && !explained[i]) all = false;
-    if (all) k.explained++;
-    else k.unexplained++;
+    if (!all) unexplainedSites.add(s);
+  }
+  for (let i = 0; i < W; i++) if (partly[i]) explained[i] = 1;
+  for (const s of changedSites) {
+    const k = kinds[s.kind];
+    k.changed++;
+    if (unexplainedSites.has(s)) k.unexplained++;
+    else k.explained++;
   }
 
   // ---- what is left: flagged ranges (diff runs closer than 8 bytes are one range)
@@ -366,11 +382,11 @@ export async function compareWithVmlinuz(
     });
     i = last;
   }
-  preferGlobalNames(sym, text, flagged);
+  nameFlagged(sym, text, flagged);
   const maxFindings = opts.maxFindings ?? 200;
   for (const f of flagged.slice(0, maxFindings)) {
     const where = f.sites.length
-      ? `inside a ${f.sites.join('/')} site, in no form the kernel writes there`
+      ? `overlapping a ${f.sites.join('/')} site whose bytes are in no form the kernel writes there`
       : 'not a patch site';
     findings.push({
       check: VMLINUZ_CHECK_ID,
@@ -378,7 +394,10 @@ export async function compareWithVmlinuz(
       severity: f.region === 'text' ? 'critical' : 'high',
       address: f.address,
       symbol: f.symbol,
-      evidence: `kernel ${f.region} differs from ${basename(vmlinuzPath)} (relocated) at ${f.symbol}: ${f.length} byte(s), ${where}; file ${f.file} → memory ${f.memory}`,
+      evidence:
+        `kernel ${f.region} differs from ${basename(vmlinuzPath)} (relocated) at ${f.symbol}` +
+        (f.aliases?.length ? ` (= ${f.aliases.join(', ')})` : '') +
+        `: ${f.length} byte(s), ${where}; file ${f.file} → memory ${f.memory}`,
       key: `${VMLINUZ_CHECK_ID}:${f.region}+0x${f.offset.toString(16)}`,
       old: f.file,
       new: f.memory,
@@ -418,6 +437,12 @@ export async function compareWithVmlinuz(
     kinds,
     gapBytes: judge.gapBytes(ranges),
     ftraceEnabledSites: judge.ftraceEnabled,
+    memoryValues: {
+      staticCallKeys: values.keys.size,
+      pvOpsSlots: values.pvOps.size,
+      directCallSlots: values.slots.size,
+      runtimeConsts: values.consts.size,
+    },
     flagged: { ranges: flagged.length, bytes: flaggedBytes, list: flagged },
     ms: {
       read: fileMs ? (image.timing?.readMs ?? 0) : 0,
@@ -446,26 +471,26 @@ export async function compareWithVmlinuz(
 }
 
 /**
- * Where several symbols share the flagged address (`__do_sys_getppid` and `__x64_sys_getppid`),
- * kallsyms order picks one; name the range by a global one (T) when there is, as a person would look
- * it up. One pass over the table for all flagged ranges.
+ * Where several symbols share the flagged address (`__do_sys_getppid`, `__x64_sys_getppid`,
+ * `__ia32_sys_getppid`), kallsyms order picks one; name the range by a global one (T) when there is,
+ * and list the others as aliases. One pass over the table for all flagged ranges.
  */
-function preferGlobalNames(sym: SymbolTable, text: bigint, flagged: FlaggedRange[]): void {
+function nameFlagged(sym: SymbolTable, text: bigint, flagged: FlaggedRange[]): void {
   if (flagged.length === 0) return;
-  const want = new Map<bigint, { name: string; type: string }>();
+  const at = new Map<bigint, { name: string; type: string }[]>();
   const hits = flagged.map((f) => sym.byAddress(text + BigInt(f.offset)));
-  for (const h of hits) if (h && h.type !== 'T') want.set(h.address, { name: h.name, type: h.type });
-  if (want.size === 0) return;
-  sym.forEachRaw((i, _hi, _lo, type) => {
-    if (type !== 0x54 /* 'T' */) return;
-    const a = sym.address(i);
-    const w = want.get(a);
-    if (w && w.type !== 'T') want.set(a, { name: sym.name(i), type: 'T' });
+  for (const h of hits) if (h) at.set(h.address, []);
+  sym.forEachRaw((i) => {
+    const names = at.get(sym.address(i));
+    if (names) names.push({ name: sym.name(i), type: sym.type(i) });
   });
   flagged.forEach((f, k) => {
     const h = hits[k];
-    const w = h ? want.get(h.address) : undefined;
-    if (h && w && w.type === 'T') f.symbol = h.offset === 0n ? w.name : `${w.name}+0x${h.offset.toString(16)}`;
+    const names = h ? (at.get(h.address) ?? []) : [];
+    const best = names.find((n) => n.type === 'T') ?? names[0];
+    if (!h || !best) return;
+    f.symbol = h.offset === 0n ? best.name : `${best.name}+0x${h.offset.toString(16)}`;
+    f.aliases = names.filter((n) => n !== best).map((n) => n.name);
   });
 }
 
@@ -532,6 +557,7 @@ function emptyOutcome(t0: number, path: string, release: string): VmlinuzOutcome
       kinds,
       gapBytes: 0,
       ftraceEnabledSites: 0,
+      memoryValues: { staticCallKeys: 0, pvOpsSlots: 0, directCallSlots: 0, runtimeConsts: 0 },
       flagged: { ranges: 0, bytes: 0, list: [] },
       ms: { read: 0, decompress: 0, parse: 0, relocate: 0, memRead: 0, compare: 0, total: ms },
       memory: {
@@ -558,6 +584,10 @@ interface SiteValues {
   unknownConsts: Map<string, string>;
   /** ALT_FLAG_DIRECT_CALL: pointer slot position (from _text) → its value in memory. */
   slots: Map<number, bigint>;
+  /** static_call_key position → its `func` in memory. */
+  keys: Map<number, bigint>;
+  /** paravirt patch type → the pv_ops slot's value in memory (≤ 6.1: type = slot index). */
+  pvOps: Map<number, bigint>;
 }
 
 async function readSiteValues(
@@ -588,12 +618,34 @@ async function readSiteValues(
     slots.set(slot, 0n);
     ops.push({ va: text + BigInt(slot), buf, done: () => slots.set(slot, Buffer.from(buf).readBigUInt64LE(0)) });
   }
+  const keys = new Map<number, bigint>();
+  const pvOps = new Map<number, bigint>();
+  const pvBase = sym.get('pv_ops')?.address;
+  for (const s of sites) {
+    if (s.key !== undefined && !keys.has(s.key)) {
+      const key = s.key;
+      const buf = new Uint8Array(8);
+      keys.set(key, -1n);
+      ops.push({ va: text + BigInt(key), buf, done: () => keys.set(key, Buffer.from(buf).readBigUInt64LE(0)) });
+    }
+    if (s.pvType !== undefined && pvBase !== undefined && !pvOps.has(s.pvType)) {
+      const type = s.pvType;
+      const buf = new Uint8Array(8);
+      pvOps.set(type, -1n);
+      ops.push({
+        va: pvBase + BigInt(8 * type),
+        buf,
+        done: () => pvOps.set(type, Buffer.from(buf).readBigUInt64LE(0)),
+      });
+    }
+  }
   const failed = new Set((await paging.readVirtualBatch(ops)).map((f) => f.index));
   ops.forEach((o, k) => {
     if (!failed.has(k)) o.done();
   });
   for (const [k, v] of slots) if (v === 0n) slots.delete(k);
-  return { consts, slots, unknownConsts: new Map() };
+  for (const m of [keys, pvOps]) for (const [k, v] of m) if (v === -1n) m.delete(k);
+  return { consts, slots, keys, pvOps, unknownConsts: new Map() };
 }
 
 /** The forms the kernel writes at each kind of site (see docs/monitor-vmlinuz.md). */
@@ -720,6 +772,61 @@ class Judge {
     }
   }
 
+  /** For a site whose bytes are no allowed form: the allowed form closest to them (fewest differing
+   * bytes), when the kind has a few fixed forms; undefined otherwise. */
+  closest(s: Site): Uint8Array | undefined {
+    const m = this.mem(s);
+    const f = this.file(s);
+    const forms: Uint8Array[] = [f];
+    const pad = (head: number[], fill: number) => {
+      const b = new Uint8Array(s.len).fill(fill);
+      b.set(head.slice(0, s.len));
+      return b;
+    };
+    switch (s.kind) {
+      case 'smp_locks':
+        forms.push(Uint8Array.of(0x3e));
+        break;
+      case 'ibt_endbr_seal':
+        forms.push(Uint8Array.of(0x66, 0x0f, 0x1f, 0x00), Uint8Array.of(0x0f, 0x1f, 0x40, 0xd6));
+        break;
+      case 'mcount_loc':
+      case 'static_call_sites':
+      case 'ftrace_call':
+        forms.push(Uint8Array.of(0x0f, 0x1f, 0x44, 0x00, 0x00));
+        break;
+      case 'return_sites':
+        forms.push(pad([0xc3], 0xcc));
+        break;
+      case 'jump_table':
+        if (s.len === 2) forms.push(Uint8Array.of(0x66, 0x90));
+        else forms.push(Uint8Array.of(0x0f, 0x1f, 0x44, 0x00, 0x00));
+        if (s.target !== undefined) {
+          const j = new Uint8Array(s.len);
+          if (s.len === 2) j.set([0xeb, (s.target - (s.pos + 2)) & 0xff]);
+          else {
+            j[0] = 0xe9;
+            new DataView(j.buffer).setInt32(1, s.target - (s.pos + 5), true);
+          }
+          forms.push(j);
+        }
+        break;
+      default:
+        return undefined;
+    }
+    let best: Uint8Array | undefined;
+    let bestN = Infinity;
+    for (const form of forms) {
+      let n = 0;
+      for (let i = 0; i < s.len; i++) if (form[i] !== m[i]) n++;
+      if (n < bestN) {
+        bestN = n;
+        best = form;
+      }
+    }
+    return best;
+  }
+
   private retpoline(s: Site, m: Uint8Array): boolean {
     let p = 0;
     let branch = false;
@@ -756,30 +863,52 @@ class Judge {
     return false;
   }
 
+  /**
+   * A static call site or trampoline. With the key's current `func` read from memory: a call (a jmp for
+   * tail calls and trampolines) to exactly that function; for NULL a NOP5 (call) or RET forms (tail,
+   * trampoline); `__static_call_return0` may be inlined as a 5-byte `xor %eax,%eax`; on 6.19+ a call to
+   * `__WARN_trap` as `ud1 (%edx),%rdi` and the native spin unlock as `ds ds movb $0,(%rdi)`. Without
+   * the key (not in kallsyms), any function entry.
+   */
   private staticCall(s: Site, m: Uint8Array): boolean {
-    // NOP (call to NULL), RET / JMP return thunk (tail call to NULL), "xor %eax,%eax" (return 0)
-    if (padRun(m, 0, 5, false) === 5) return true;
+    const func = s.key === undefined ? undefined : this.values.keys.get(s.key);
+    const isCall = s.kind === 'static_call_sites' && !s.tail;
+    const fname = func ? this.sym.byAddress(func, 0n)?.name : undefined;
+    const nop5 = padRun(m, 0, 5, false) === 5;
     let q = 0;
     while (q < 3 && (m[q] === 0x2e || m[q] === 0x66 || m[q] === 0x3e)) q++;
     if (m[q] === 0x48) q++;
-    if (m[q] === 0x31 && m[q + 1] === 0xc0 && (q + 2 === 5 || (m[q + 2] === 0xc3 && this.padTo(m, q + 3)))) return true;
-    // 6.19+: a call to __WARN_trap is inlined as `ud1 (%edx),%rdi`, native spin unlock as `ds ds movb $0,(%rdi)`
-    if (s.kind === 'static_call_sites' && (same(m, WARN_INSN) || same(m, UNLOCK_INSN))) return true;
+    const xor = m[q] === 0x31 && m[q + 1] === 0xc0 && (q + 2 === 5 || (m[q + 2] === 0xc3 && this.padTo(m, q + 3)));
     const i = decodeInsn(m, 0, 5);
-    if (!i) return false;
-    if (i.op === 'ret') return this.padTo(m, 1);
-    if ((i.op === 'call' || i.op === 'jmp') && i.len === 5) {
-      const t = s.pos + i.target;
+    const retForm =
+      !!i &&
+      ((i.op === 'ret' && this.padTo(m, 1)) ||
+        (i.op === 'jmp' && i.len === 5 && this.named(s.pos + i.target, RETURN_THUNK)));
+    const branch = i && (i.op === 'call' || i.op === 'jmp') && i.len === 5 ? i : undefined;
+    if (func === undefined) {
+      if (nop5 || xor || retForm) return true;
+      if (s.kind === 'static_call_sites' && (same(m, WARN_INSN) || same(m, UNLOCK_INSN))) return true;
+      if (!branch) return false;
+      const t = s.pos + branch.target;
       return this.isFunction(t) || this.outsideImage(t) || this.named(t, RETURN_THUNK);
     }
-    return false;
+    if (func === 0n) return isCall ? nop5 : retForm;
+    if (fname === '__static_call_return0' && xor) return true;
+    if (isCall && fname === '__WARN_trap' && same(m, WARN_INSN)) return true;
+    if (isCall && fname === '__raw_callee_save___native_queued_spin_unlock' && same(m, UNLOCK_INSN)) return true;
+    if (!branch || branch.op !== (isCall ? 'call' : 'jmp')) return false;
+    return this.text + BigInt(s.pos + branch.target) === func;
   }
 
   private paravirt(s: Site, m: Uint8Array): boolean {
     if (padRun(m, 0, m.length, false) === m.length) return true;
     const i = decodeInsn(m, 0, m.length);
-    if ((i?.op === 'call' || i?.op === 'jmp') && i.len === 5)
-      return this.isFunction(s.pos + i.target) && this.padTo(m, 5, false);
+    if ((i?.op === 'call' || i?.op === 'jmp') && i.len === 5) {
+      const want = s.pvType === undefined ? undefined : this.values.pvOps.get(s.pvType);
+      const t = s.pos + i.target;
+      const ok = want !== undefined ? this.text + BigInt(t) === want : this.isFunction(t);
+      return ok && this.padTo(m, 5, false);
+    }
     for (const seq of PV_NATIVE) {
       if (seq.length <= m.length && seq.every((b, k) => m[k] === b) && this.padTo(m, seq.length, false)) return true;
     }

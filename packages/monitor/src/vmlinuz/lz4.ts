@@ -23,7 +23,9 @@ export function lz4DecodeBlock(src: Uint8Array, s: number, end: number, dst: Uin
       } while (b === 255);
     }
     if (s + lit > end || d + lit > dst.length) throw new Error('lz4: literal run past the end');
-    dst.set(src.subarray(s, s + lit), d);
+    if (lit < 32) {
+      for (let k = 0; k < lit; k++) dst[d + k] = src[s + k];
+    } else dst.set(src.subarray(s, s + lit), d);
     s += lit;
     d += lit;
     if (s >= end) break; // the last sequence has literals only
@@ -43,7 +45,7 @@ export function lz4DecodeBlock(src: Uint8Array, s: number, end: number, dst: Uin
     len += 4;
     if (d + len > dst.length) throw new Error('lz4: match past the end of the output');
     let from = d - off;
-    if (off >= len) {
+    if (off >= len && len >= 32) {
       dst.copyWithin(d, from, from + len);
       d += len;
     } else {

@@ -65,6 +65,10 @@ export interface Site {
   alts?: AltEntry[];
   /** runtime_const: the variable whose boot-time value is patched into the immediate. */
   constSym?: string;
+  /** static_call_sites / static_call_tramp: position of the `struct static_call_key` (its `func` first). */
+  key?: number;
+  /** parainstructions: the patch type (index of the pv_ops slot). */
+  pvType?: number;
 }
 
 export interface TableInfo {
@@ -245,7 +249,13 @@ export function collectSites(
       for (let i = 0; i < n; i++) {
         const e = b.start + 8 * i;
         const key = readI32(t, 8 * i + 4);
-        sites.push({ kind: 'static_call_sites', pos: e + readI32(t, 8 * i), len: 5, tail: (key & 1) !== 0 });
+        sites.push({
+          kind: 'static_call_sites',
+          pos: e + readI32(t, 8 * i),
+          len: 5,
+          tail: (key & 1) !== 0,
+          key: (e + 4 + key) & ~3,
+        });
       }
       infos.push({ kind: 'static_call_sites', source: b.source, entries: n });
     }
@@ -264,7 +274,13 @@ export function collectSites(
         if (!name.startsWith('__SCT__')) return;
         const va = c.symbols.address(i);
         if (va < a || va >= z) return;
-        sites.push({ kind: 'static_call_tramp', pos: Number(va - c.text), len: 5 });
+        const key = runtimeSym(c.symbols, '__SCK__' + name.slice(7));
+        sites.push({
+          kind: 'static_call_tramp',
+          pos: Number(va - c.text),
+          len: 5,
+          key: key === undefined ? undefined : Number(key - c.text),
+        });
         n++;
       });
       infos.push({ kind: 'static_call_tramp', source: 'kallsyms __SCT__* in __static_call_text', entries: n });
@@ -336,7 +352,7 @@ export function collectSites(
       for (let i = 0; i < n; i++) {
         if (readU32(t, 16 * i + 4) !== textHi) continue;
         const len = t[16 * i + 9];
-        sites.push({ kind: 'parainstructions', pos: readU32(t, 16 * i) - textLo, len });
+        sites.push({ kind: 'parainstructions', pos: readU32(t, 16 * i) - textLo, len, pvType: t[16 * i + 8] });
       }
       infos.push({ kind: 'parainstructions', source: b.source, entries: n });
     }
