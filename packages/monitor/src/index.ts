@@ -48,4 +48,5 @@ export {
   type ModuleView,
   type ModulesState,
 } from './checks/modules.js';
+export * from './vmlinuz/index.js';
 export * from './checks/hooks.js';
