@@ -78,6 +78,10 @@ interface RegionWatch {
 }
 
 const SENTINEL_PANIC = 'panic_cpu';
+/** jiffies advance at HZ ≥ 100: unchanged this long means the kernel is not running. */
+const STALL_MS = 3000;
+/** How often a stalled target is discovered again (a discovery scans memory). */
+const STALL_PROBE_MS = 10_000;
 const SENTINEL_JIFFIES = 'jiffies_64';
 
 export interface WatchSummary {
@@ -101,6 +105,8 @@ export class Watcher {
   private bannerBuf = new Uint8Array(0);
   private bannerRef = new Uint8Array(0);
   private needEstablish = false;
+  private jiffiesMovedAt = 0;
+  private lastStallProbe = 0;
   private lastEstablishTry = 0;
   private lastJiffies = -1n;
   private batch: { addr: number; buf: Uint8Array }[] = [];
@@ -271,6 +277,7 @@ export class Watcher {
     this.sentinelOps.push({ addr: this.d.facts.bannerPhys, buf: this.bannerBuf });
     this.batch = [...this.regions.flatMap((r) => r.ops), ...this.sentinelOps];
     this.lastJiffies = -1n;
+    this.jiffiesMovedAt = 0;
 
     // heavy work: text in slices, the other heavy checks every heavyEveryMs
     this.textCheckOn = this.o.checks.some((c) => c.id === 'text');
@@ -285,6 +292,22 @@ export class Watcher {
       this.textCycleStart = this.now();
     }
     this.lastHeavy = this.now();
+  }
+
+  /** Discover the kernel again; a different one (slide or banner place) than ours is a reboot. */
+  private async probeReboot(): Promise<void> {
+    const discover = this.o.discover ?? ((m: PhysicalMemory) => discoverKernel(m, {}));
+    let fresh: DiscoveredKernel;
+    try {
+      fresh = await discover(this.o.mem);
+    } catch (e) {
+      this.log(`stalled target: no kernel found yet (${(e as Error).message})`);
+      return;
+    }
+    if (fresh.facts.kaslrSlide !== this.d.facts.kaslrSlide || fresh.facts.bannerPhys !== this.d.facts.bannerPhys) {
+      await this.setState('rebooted', `another kernel is running: slide 0x${fresh.facts.kaslrSlide.toString(16)}`);
+      this.needEstablish = true;
+    }
   }
 
   private regionOfPanic(): number {
@@ -318,11 +341,32 @@ export class Watcher {
         this.needEstablish = true;
         return;
       }
+      if (j !== this.lastJiffies) this.jiffiesMovedAt = t1;
       this.lastJiffies = j;
     }
     const panicCpu = this.sentinelOps.some((o) => o.buf === this.panicBuf) ? this.regionOfPanic() : -1;
-    if (panicCpu !== -1) await this.setState('panicked', `panic_cpu = ${panicCpu}: the kernel is panicking`);
-    else if (this.state !== 'up') await this.setState('up', 'reads answer again');
+    if (panicCpu !== -1) {
+      await this.setState('panicked', `panic_cpu = ${panicCpu}: the kernel is panicking`);
+      // a panicked machine is often reset: once its jiffies have stopped, look for another kernel
+      if (this.jiffiesMovedAt > 0 && t1 - this.jiffiesMovedAt > STALL_MS && t1 - this.lastStallProbe > STALL_PROBE_MS) {
+        this.lastStallProbe = t1;
+        await this.probeReboot();
+      }
+    } else if (this.jiffiesMovedAt > 0 && t1 - this.jiffiesMovedAt > STALL_MS) {
+      // jiffies stopped: the VM is paused, the kernel hung, or it rebooted and the old image is still
+      // intact in RAM (a reboot does not clear memory). Discover again now and then: another kernel
+      // (slide or banner place) means a reboot.
+      if (this.state === 'up')
+        await this.setState(
+          'unreachable',
+          `kernel stalled: jiffies unchanged for ${Math.round((t1 - this.jiffiesMovedAt) / 1000)} s`,
+        );
+      if (t1 - this.lastStallProbe > STALL_PROBE_MS) {
+        this.lastStallProbe = t1;
+        await this.probeReboot();
+      }
+      return;
+    } else if (this.state !== 'up') await this.setState('up', 'reads answer again');
 
     for (const r of this.regions) {
       if (Buffer.compare(r.current, r.reference) === 0) {
