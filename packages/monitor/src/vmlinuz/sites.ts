@@ -6,8 +6,18 @@
  * Positions are byte offsets from the running kernel's `_text` (KASLR-independent numbers).
  */
 import type { SymbolTable } from '@pmi/kernel';
-import { decodeInsn, readI32, readU32 } from './x86.js';
+import { decodeInsn, readI32, readU32, REG_NAMES } from './x86.js';
 import type { Vmlinux } from './vmlinux.js';
+
+/** alt_instr with a u16 cpuid whose bit 15 is "apply if the feature is absent" (≤ 6.2 layouts). */
+function readU16CpuidEntry(b: Uint8Array, e: number) {
+  return {
+    feature: b[e + 8] | ((b[e + 9] & 0x7f) << 8),
+    flags: b[e + 9] >> 7,
+    instrLen: b[e + 10],
+    replLen: b[e + 11],
+  };
+}
 
 export type SiteKind =
   | 'smp_locks'
@@ -155,24 +165,7 @@ export function collectSites(
     const hit = c.symbols.byAddress(c.text + BigInt(target));
     const m = hit && hit.offset === 0n ? /^__x86_indirect_thunk_(\w+)$/.exec(hit.name) : null;
     if (!m) return undefined;
-    const i = [
-      'rax',
-      'rcx',
-      'rdx',
-      'rbx',
-      'rsp',
-      'rbp',
-      'rsi',
-      'rdi',
-      'r8',
-      'r9',
-      'r10',
-      'r11',
-      'r12',
-      'r13',
-      'r14',
-      'r15',
-    ].indexOf(m[1]);
+    const i = REG_NAMES.indexOf(m[1]);
     return i < 0 ? undefined : i;
   };
 
@@ -426,23 +419,13 @@ export function detectAltLayout(t: Uint8Array, start: number, repl?: { start: nu
       name: 'alt_instr/13 (u16 cpuid + padlen, ≤5.12)',
       size: 13,
       count: 0,
-      read: (b, e) => ({
-        feature: b[e + 8] | ((b[e + 9] & 0x7f) << 8),
-        flags: b[e + 9] >> 7,
-        instrLen: b[e + 10],
-        replLen: b[e + 11],
-      }),
+      read: readU16CpuidEntry,
     },
     {
       name: 'alt_instr/12 (u16 cpuid, 5.13-6.2)',
       size: 12,
       count: 0,
-      read: (b, e) => ({
-        feature: b[e + 8] | ((b[e + 9] & 0x7f) << 8),
-        flags: b[e + 9] >> 7,
-        instrLen: b[e + 10],
-        replLen: b[e + 11],
-      }),
+      read: readU16CpuidEntry,
     },
   ];
   for (const l of layouts) {
