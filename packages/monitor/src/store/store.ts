@@ -14,7 +14,7 @@ import { dirname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { PmiError } from '@pmi/core';
 import type { Alert, MonitorEvent, Severity, TargetState } from '../model.js';
-import { isTargetState, toJson } from '../alerts/format.js';
+import { alertRecord, isTargetState, toJson } from '../alerts/format.js';
 import { MIGRATIONS, PMI_APPLICATION_ID, SCHEMA_VERSION } from './schema.js';
 
 const ORIGIN = 'monitor-store';
@@ -185,21 +185,8 @@ export class MonitorStore {
       'insertAlert',
       `INSERT OR IGNORE INTO alerts (id, time, target, "check", severity, address, symbol, old, new, evidence, "key", detected_after_ms)
        VALUES (@id, @time, @target, @check, @severity, @address, @symbol, @old, @new, @evidence, @key, @detected_after_ms)`,
-      (s) =>
-        s.run({
-          id: a.id,
-          time: a.time,
-          target: a.target,
-          check: a.check,
-          severity: a.severity,
-          address: a.address ?? null,
-          symbol: a.symbol ?? null,
-          old: a.old ?? null,
-          new: a.new ?? null,
-          evidence: a.evidence,
-          key: a.key,
-          detected_after_ms: a.detected_after_ms ?? null,
-        }),
+      // the same field set as every other output (NDJSON, webhook): undefined → null
+      (s) => s.run(alertRecord(a)),
     );
     return r.changes > 0;
   }
