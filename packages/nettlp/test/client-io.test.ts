@@ -138,7 +138,11 @@ describe.runIf(MODES.includes('native'))('io=native busy-wait (spin=) against an
     params: string,
     more: (c: NetTlpClient) => boolean = () => false,
   ): Promise<PhysicalMemory & NetTlpClient> {
-    const client = await openNetTlp(`nettlp://127.0.0.2:${portBase}?tags=16&ranges=0+8M&io=native&${params}`);
+    // a generous timeout: the adapter is another process, which a loaded 2-core machine (CI runs the
+    // unit files in parallel) can leave without a CPU for longer than the default 5 ms RTO × 6 tries
+    const client = await openNetTlp(
+      `nettlp://127.0.0.2:${portBase}?tags=16&ranges=0+8M&io=native&timeout=200&${params}`,
+    );
     cleanups.push(() => client.close());
     for (let i = 0; i === 0 || (i < 10 && more(client)); i++) {
       const got = await readPhys(client, 0, SIZE);
