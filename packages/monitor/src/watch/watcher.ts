@@ -75,6 +75,9 @@ interface RegionWatch {
   lastJudged: Uint8Array;
   lastCleanAt: number;
   ops: { addr: number; buf: Uint8Array }[];
+  /** second-read buffers for confirming a change (allocated on the first change) */
+  confirmBuf?: Uint8Array;
+  confirmOps?: { addr: number; buf: Uint8Array }[];
 }
 
 const SENTINEL_PANIC = 'panic_cpu';
@@ -294,6 +297,24 @@ export class Watcher {
     this.lastHeavy = this.now();
   }
 
+  /** Re-read a changed region; true when the second read equals the first. */
+  private async confirm(r: RegionWatch): Promise<boolean> {
+    if (!r.confirmBuf) {
+      r.confirmBuf = new Uint8Array(r.current.length);
+      let off = 0;
+      r.confirmOps = r.ops.map((op) => {
+        const c = { addr: op.addr, buf: r.confirmBuf!.subarray(off, off + op.buf.length) };
+        off += op.buf.length;
+        return c;
+      });
+    }
+    const failures = await this.o.mem.readBatch(r.confirmOps!);
+    if (failures.length > 0) return false;
+    if (Buffer.compare(r.confirmBuf, r.current) === 0) return true;
+    this.log(`${r.region.name}: two reads disagree; not judged until they agree`);
+    return false;
+  }
+
   /** Discover the kernel again; a different one (slide or banner place) than ours is a reboot. */
   private async probeReboot(): Promise<void> {
     const discover = this.o.discover ?? ((m: PhysicalMemory) => discoverKernel(m, {}));
@@ -378,6 +399,10 @@ export class Watcher {
         continue;
       }
       if (Buffer.compare(r.current, r.lastJudged) === 0) continue; // already judged this content
+      // Confirm a change with a second read before judging it: under load a read was once seen to
+      // return bytes of other offsets (bench/monitor, load 12), which a single read would have
+      // turned into alerts. A real change reads the same twice; a torn read rarely does.
+      if (!(await this.confirm(r))) continue;
       r.lastJudged.set(r.current);
       const after = t1 - r.lastCleanAt;
       const res = await runCheck(this.ctx, r.check, this.baseline.checks[r.check.id]);
