@@ -25,22 +25,20 @@ import {
   type MonitorStore,
 } from '@pmi/monitor';
 import { resolveSourceUri, withTarget } from '../context.js';
-import { checksFor } from './monitor.js';
+import { checksFor, type CheckOptions } from './monitor.js';
 import { withKernel, type KernelOptions } from '../kernel-context.js';
 import { printJson, printRows } from '../output.js';
 
 type Run = (action: () => Promise<number>) => Promise<void>;
 
-export interface WatchCommandOptions extends KernelOptions {
+/** `pmi check`'s options (--baseline, --checks, --vmlinuz) plus the watcher's own. */
+export interface WatchCommandOptions extends CheckOptions {
   interval: number;
   alert: string[];
   db?: string | false;
   metrics?: string;
   allow?: string;
   budget: number;
-  baseline?: string;
-  checks?: string;
-  vmlinuz?: string;
 }
 
 /** Text lines on stdout, like `dmesg --follow`: one per alert and per event. */

@@ -20,7 +20,6 @@ import {
   imageBounds,
   inCoreText,
   namesAt,
-  readKernel,
   regionOf,
   sha256Hex,
   symbolOf,
@@ -82,7 +81,7 @@ export const idtCheck: Check = {
       };
     }
     const b = imageBounds(d);
-    const bytes = await readKernel(d, sym.address, GATES * GATE_SIZE);
+    const bytes = await d.paging.readVirtual(sym.address, GATES * GATE_SIZE);
     // Stub arrays the kernel points gates into: irq_entries_start / spurious_entries_start (vector
     // v ≥ 32 → stub v − 32, 8 bytes each, 16 with IBT), and early_idt_handler_array for exception
     // vectors the kernel never replaces after boot (reserved 22–31: 9 bytes each, 13 with IBT; it

@@ -11,14 +11,6 @@ import { vaHex } from '../model.js';
 
 const PAGE = 4096n;
 
-/** Read [va, va+len) of kernel virtual memory; throws the first failure (with its address). */
-export async function readKernel(d: DiscoveredKernel, va: bigint, len: number): Promise<Uint8Array> {
-  const buf = new Uint8Array(len);
-  const failures = await d.paging.readVirtualBatch([{ va, buf }]);
-  if (failures.length > 0) throw failures[0].error;
-  return buf;
-}
-
 /** The physical pieces of a kernel virtual range, page by page (adjacent pages merged). */
 export async function regionOf(d: DiscoveredKernel, name: string, va: bigint, size: number): Promise<PolledRegion> {
   const pieces: { pa: number; len: number }[] = [];

@@ -26,7 +26,6 @@ import {
   imageBounds,
   inCoreText,
   namesAt,
-  readKernel,
   regionOf,
   sha256Hex,
   symbolOf,
@@ -83,7 +82,7 @@ async function observe(ctx: CheckContext, warnings: string[]): Promise<Observed[
     const disp = symbolSize(d, a.dispatcher, 1 << 16);
     if (disp) {
       try {
-        const bytes = await readKernel(d, disp.va, disp.size);
+        const bytes = await d.paging.readVirtual(disp.va, disp.size);
         // decoding is the costly part of a pass (~50 ms): once per distinct body
         const memoKey = `${a.dispatcher}:${disp.va}:${sha256Hex(bytes)}`;
         let dec = decodeMemo.get(memoKey);
@@ -106,7 +105,7 @@ async function observe(ctx: CheckContext, warnings: string[]): Promise<Observed[
       let count = Math.floor(tab.size / 8);
       try {
         // the symbol's extent includes alignment padding after the last entry: trailing zeros
-        const all = await readKernel(d, tab.va, count * 8);
+        const all = await d.paging.readVirtual(tab.va, count * 8);
         while (count > 0 && u64At(all, (count - 1) * 8) === 0n) count--;
         o.table = { va: tab.va, count, bytes: all.subarray(0, count * 8) };
       } catch (e) {

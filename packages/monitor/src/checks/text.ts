@@ -21,7 +21,7 @@ import type { DiscoveredKernel, KernelObjects } from '@pmi/kernel';
 import type { Finding } from '../model.js';
 import { vaHex } from '../model.js';
 import type { Check, CheckOutcome } from './types.js';
-import { fromBase64, imageBounds, inCoreText, readKernel, symbolOf, symbolSize, toBase64 } from './kernel-memory.js';
+import { fromBase64, imageBounds, inCoreText, symbolOf, symbolSize, toBase64 } from './kernel-memory.js';
 
 const PAGE = 4096;
 const NOP5 = [
@@ -79,7 +79,7 @@ export async function findPatchSites(d: DiscoveredKernel, k: KernelObjects, warn
   const start = d.symbols.get('__start___jump_table')?.address;
   const stop = d.symbols.get('__stop___jump_table')?.address;
   if (start !== undefined && stop !== undefined && stop > start && stop - start < 1n << 24n) {
-    const tab = await readKernel(d, start, Number(stop - start));
+    const tab = await d.paging.readVirtual(start, Number(stop - start));
     for (let o = 0; o + 16 <= tab.length; o += 16) {
       const entryVa = start + BigInt(o);
       const code = entryVa + BigInt(s32(tab, o));
@@ -97,7 +97,7 @@ export async function findPatchSites(d: DiscoveredKernel, k: KernelObjects, warn
         const count = v.num('index');
         const recs = v.ptr('records');
         if (count > 0 && count < 1 << 20 && recs !== 0n) {
-          const buf = await readKernel(d, recs, count * recSize);
+          const buf = await d.paging.readVirtual(recs, count * recSize);
           const dv = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
           for (let i = 0; i < count; i++) sites.push({ va: dv.readBigUInt64LE(i * recSize), len: 5, kind: 'ftrace' });
         }
@@ -223,7 +223,8 @@ export interface TextBaseline {
   sites: { covered: number; static_key: number; ftrace: number };
 }
 
-function siteFinding(d: DiscoveredKernel, p: { site: PatchSite; problem: string }): Finding {
+/** A problem at a patch site as a finding (a call outside core text is a warning: the hooks check names it). */
+export function siteFinding(d: DiscoveredKernel, p: { site: PatchSite; problem: string }): Finding {
   const outside = p.problem.includes('outside core text');
   return {
     check: 'text',

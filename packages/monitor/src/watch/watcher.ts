@@ -25,6 +25,7 @@ import { checkContext, runCheck, runChecks } from '../run/run-checks.js';
 import { baselineMismatch, type Baseline } from '../baseline/baseline.js';
 import {
   compareDigests,
+  siteFinding,
   findPatchSites,
   hashPages,
   readPages,
@@ -114,6 +115,8 @@ export class Watcher {
   private lastJiffies = -1n;
   private batch: { addr: number; buf: Uint8Array }[] = [];
   private alerted = new Map<string, Alert>();
+  /** event findings already reported (module loaded/unloaded keys) */
+  private eventsSeen = new Set<string>();
   private seq = 0;
   private state: TargetState = 'up';
   private polls = 0;
@@ -160,8 +163,8 @@ export class Watcher {
 
   private async raise(f: Finding, detectedAfterMs: number | null): Promise<void> {
     if (f.kind === 'event') {
-      if (this.alerted.has(f.key)) return;
-      this.alerted.set(f.key, undefined as unknown as Alert);
+      if (this.eventsSeen.has(f.key)) return;
+      this.eventsSeen.add(f.key);
       await this.emitEvent(f.key.startsWith('module_unloaded') ? 'module_unloaded' : 'module_loaded', f.evidence, {
         check: f.check,
         key: f.key,
@@ -200,7 +203,7 @@ export class Watcher {
     const keys = new Set(r.findings.map((f) => f.key));
     for (const f of r.findings) await this.raise(f, detectedAfterMs);
     for (const [key, a] of [...this.alerted]) {
-      if (a && a.check === check.id && !keys.has(key) && !key.startsWith('text:page:')) {
+      if (a.check === check.id && !keys.has(key) && !key.startsWith('text:page:')) {
         this.alerted.delete(key);
         await this.emitEvent('restored', `${a.symbol ?? a.address}: back to the baseline (${a.check})`, {
           alert: a.id,
@@ -226,6 +229,7 @@ export class Watcher {
     const pass = await runChecks(this.ctx, this.o.checks, base, this.o.target);
     this.baseline = base ?? pass.baseline;
     this.alerted.clear();
+    this.eventsSeen.clear();
     for (const r of pass.results) {
       const c = this.o.checks.find((x) => x.id === r.check)!;
       await this.judge(c, r, null);
@@ -331,7 +335,7 @@ export class Watcher {
     }
   }
 
-  private regionOfPanic(): number {
+  private panicCpu(): number {
     const v = this.panicBuf[0] | (this.panicBuf[1] << 8) | (this.panicBuf[2] << 16) | (this.panicBuf[3] << 24);
     return v;
   }
@@ -365,7 +369,7 @@ export class Watcher {
       if (j !== this.lastJiffies) this.jiffiesMovedAt = t1;
       this.lastJiffies = j;
     }
-    const panicCpu = this.sentinelOps.some((o) => o.buf === this.panicBuf) ? this.regionOfPanic() : -1;
+    const panicCpu = this.sentinelOps.some((o) => o.buf === this.panicBuf) ? this.panicCpu() : -1;
     if (panicCpu !== -1) {
       await this.setState('panicked', `panic_cpu = ${panicCpu}: the kernel is panicking`);
       // a panicked machine is often reset: once its jiffies have stopped, look for another kernel
@@ -421,20 +425,7 @@ export class Watcher {
           for (const f of compareDigests(this.d, this.layout, this.textNext, dig, this.textDigests))
             await this.raise(f, null);
         }
-        for (const p of problems)
-          if (!p.problem.includes('outside core text'))
-            await this.raise(
-              {
-                check: 'text',
-                kind: 'tampering',
-                severity: 'critical',
-                address: '0x' + p.site.va.toString(16),
-                symbol: null,
-                evidence: p.problem,
-                key: `text:site:${p.site.va.toString(16)}`,
-              },
-              null,
-            );
+        for (const p of problems) await this.raise(siteFinding(this.d, p), null);
       } catch {
         /* unreadable slice: retried next cycle */
       }
